@@ -1,0 +1,333 @@
+"""The :class:`Extractor`: images in, L2-normalised embedding vectors out, streamed and batched.
+
+Decoding runs in threads (the decoders release the GIL) ahead of the forward pass; decoded images are
+grouped by shape so that batches need neither padding nor distortion; results come back in input order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pooling import DEFAULT_SPEC, Pipeline
+from pooling import build as build_pooling
+from pooling import from_dict as pooling_from_dict
+
+from .backbones import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, Backbone, build_backbone
+from .errors import ExtractorError, ImageError
+from .images import DEFAULT_MAX_PIXELS, load_image, to_rgb
+from .preprocess import DEFAULT_MAX_SIDE, InputPolicy, normalize, resize, to_tensor
+
+#: What :meth:`Extractor.embed` accepts per item: a path, a PIL image, an HWC uint8 array or a CHW tensor.
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass
+class Embedded:
+    """One result of :meth:`Extractor.embed_iter`: a vector, or the reason the input was skipped."""
+
+    source: str
+    vector: np.ndarray | None
+    error: str | None = None
+    width: int = 0
+    height: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Loaded:
+    index: int
+    source: str
+    pixels: torch.Tensor | None  # uint8 [3, H, W]
+    error: str | None
+    width: int = 0
+    height: int = 0
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA, then Apple MPS, then CPU; anything else is passed to :class:`torch.device`."""
+    if str(device) != "auto":
+        try:
+            dev = torch.device(device)
+        except RuntimeError as e:
+            raise ExtractorError(f"bad device {device!r}: {e}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ExtractorError(f"device {device!r} asked for, but CUDA is not available here; use device='cpu'")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Extractor:
+    """Embeds images with a CNN backbone and a pooling pipeline.
+
+    Args:
+        backbone: packaged ``tf_efficientnet_lite0/1/2`` (default), a torchvision model name, or ``timm/<name>``.
+        weights: ``"default"`` (packaged / torchvision DEFAULT / timm pretrained), a torchvision weights name,
+            a local weights file, or ``None`` for seeded random weights (tests of shapes only).
+        layer: feature-map layer (module path such as ``"layer3"`` or ``"blocks.5"``); ``None`` = last stage.
+        pooling: a pooling spec such as ``"gem(p=3) | l2"`` or a built :class:`pooling.Pipeline`.
+        max_side: longer side of the network input, aspect ratio kept (the default policy).
+        size, crop: the square policy instead: ``size=224, crop=True`` is the classic resize + centre crop.
+        scales: input scales combined by a power mean with the pooling's p (e.g. ``(1, 0.7071, 0.5)``).
+        batch_size: images per forward pass. workers: decode threads (0 = decode in the calling thread).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``, ``"bf16"``.
+        max_pixels: images declaring more pixels are refused (decompression-bomb guard).
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
+        layer: str | None = None,
+        pooling: str | Pipeline = DEFAULT_SPEC,
+        max_side: int | None = DEFAULT_MAX_SIDE,
+        size: int | None = None,
+        crop: bool = False,
+        scales: Iterable[float] = (1.0,),
+        batch_size: int = 16,
+        workers: int = 1,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if batch_size < 1:
+            raise ExtractorError(f"batch_size must be ≥ 1, got {batch_size}")
+        if workers < 0:
+            raise ExtractorError(f"workers must be ≥ 0, got {workers}")
+        if precision not in PRECISIONS:
+            raise ExtractorError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.scales = tuple(float(s) for s in scales)
+        if not self.scales or any(not (0.05 <= s <= 4) for s in self.scales):
+            raise ExtractorError(f"scales must be a non-empty list of factors in 0.05..4, got {self.scales}")
+        self.pipeline = pooling if isinstance(pooling, Pipeline) else build_pooling(pooling)
+        self.backbone: Backbone = build_backbone(backbone, weights, layer)
+        spec = self.backbone.spec
+        if size is not None and max_side == DEFAULT_MAX_SIDE:
+            max_side = None
+        self.policy = InputPolicy(max_side=max_side, size=size, crop=crop, mean=spec.mean, std=spec.std)
+        self.batch_size = batch_size
+        self.workers = workers
+        self.max_pixels = max_pixels
+        self.device = pick_device(device)
+        self.precision = precision
+        self.backbone.to(self.device)
+        if self.device.type != "cpu":
+            self.backbone.to(memory_format=torch.channels_last)
+
+    # -- description -------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Dimension of the output vectors."""
+        return self.pipeline.out_dim(self.backbone.spec.channels)
+
+    def config(self) -> dict[str, Any]:
+        """The embedding config: everything that decides the vectors (stored with every index)."""
+        spec = self.backbone.spec
+        return {
+            "backbone": spec.name,
+            "weights": spec.weights,
+            "weights_id": spec.weights_id,
+            "layer": spec.layer,
+            "node": spec.node,
+            "channels": spec.channels,
+            "input": self.policy.to_dict(),
+            "scales": list(self.scales),
+            "pooling": self.pipeline.to_dict(),
+            "dim": self.dim,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], **runtime: Any) -> Extractor:
+        """Rebuild the extractor that :meth:`config` describes; ``runtime`` sets batch_size/workers/device/…"""
+        pol = config["input"]
+        ex = cls(
+            backbone=config["backbone"],
+            weights=config["weights"],
+            layer=config["layer"],
+            pooling=pooling_from_dict(config["pooling"]),
+            max_side=pol.get("max_side"),
+            size=pol.get("size"),
+            crop=bool(pol.get("crop", False)),
+            scales=config.get("scales", (1.0,)),
+            **runtime,
+        )
+        if ex.backbone.spec.weights_id != config["weights_id"]:
+            raise ExtractorError(
+                f"weights {config['weights']!r} now load as {ex.backbone.spec.weights_id}, but the index was built "
+                f"with {config['weights_id']}: give the original weights file"
+            )
+        return ex
+
+    def __repr__(self) -> str:
+        s = self.backbone.spec
+        pol = f"max_side={self.policy.max_side}" if self.policy.max_side else f"size={self.policy.size}"
+        return f"Extractor({s.name}, weights={s.weights_id}, {pol}, pooling='{self.pipeline}', dim={self.dim})"
+
+    # -- embedding ---------------------------------------------------------------------------------------
+    def embed(self, inputs: ImageInput | Iterable[ImageInput]) -> np.ndarray:
+        """Embed images; returns float32 ``[N, dim]``. Raises :class:`ImageError` for an unusable image."""
+        if isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)):
+            inputs = [inputs]
+        rows = []
+        for item in self.embed_iter(inputs):
+            if item.error is not None:
+                raise ImageError(item.source, item.error)
+            rows.append(item.vector)
+        return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+
+    def embed_iter(self, inputs: Iterable[ImageInput]) -> Iterator[Embedded]:
+        """Stream (source, vector or error) in input order; memory stays bounded whatever the input size."""
+        window = self.batch_size * 4
+        buffer: list[_Loaded] = []
+        for loaded in self._load_stream(inputs, prefetch=window):
+            buffer.append(loaded)
+            if len(buffer) >= window:
+                yield from self._embed_window(buffer)
+                buffer = []
+        if buffer:
+            yield from self._embed_window(buffer)
+
+    def preprocess(self, image: ImageInput) -> torch.Tensor:
+        """One image → the uint8 ``[3, H, W]`` tensor the backbone sees (before normalisation)."""
+        return self._load_or_raise(image)
+
+    @torch.inference_mode()
+    def feature_maps(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B, 3, H, W]`` → feature maps ``[B, C, h, w]`` (float32) at scale 1."""
+        return self._forward(normalize(pixels.to(self.device), self.policy)).float()
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _load_or_raise(self, image: ImageInput) -> torch.Tensor:
+        loaded = self._load(0, image)
+        if loaded.error is not None:
+            raise ImageError(loaded.source, loaded.error)
+        assert loaded.pixels is not None
+        return loaded.pixels
+
+    def _load(self, index: int, item: ImageInput) -> _Loaded:
+        """Decode and resize one input; never raises for a bad image (the error is returned)."""
+        source = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__} #{index}>"
+        try:
+            if isinstance(item, (str, os.PathLike)):
+                img = load_image(item, target=self.policy.target_size, max_pixels=self.max_pixels)
+            elif isinstance(item, Image.Image):
+                img = to_rgb(item)
+            elif isinstance(item, np.ndarray):
+                img = Image.fromarray(_as_hwc_uint8(item))
+            elif isinstance(item, torch.Tensor):
+                img = Image.fromarray(_as_hwc_uint8(item.detach().cpu().numpy(), chw=True))
+            else:
+                return _Loaded(index, source, None, f"unsupported input type {type(item).__name__}")
+            width, height = img.size
+            return _Loaded(index, source, to_tensor(resize(img, self.policy)), None, width, height)
+        except ImageError as e:
+            return _Loaded(index, source, None, e.reason)
+        except (ValueError, TypeError, OSError, MemoryError) as e:
+            return _Loaded(index, source, None, f"cannot use image: {e}")
+
+    def _load_stream(self, inputs: Iterable[ImageInput], prefetch: int) -> Iterator[_Loaded]:
+        """Decode ahead in threads, at most ``prefetch`` items in flight, yielding in input order."""
+        if self.workers == 0:
+            for i, item in enumerate(inputs):
+                yield self._load(i, item)
+            return
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="poolvec-decode")
+        pending: deque[Future[_Loaded]] = deque()
+        try:
+            for i, item in enumerate(inputs):
+                pending.append(pool.submit(self._load, i, item))
+                if len(pending) >= prefetch:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _embed_window(self, items: list[_Loaded]) -> Iterator[Embedded]:
+        """Embed a window of decoded images, batching those of equal shape, and yield them in order."""
+        vectors: dict[int, np.ndarray] = {}
+        groups: dict[tuple[int, ...], list[_Loaded]] = {}
+        for it in items:
+            if it.pixels is not None:
+                groups.setdefault(tuple(it.pixels.shape), []).append(it)
+        for group in groups.values():
+            for start in range(0, len(group), self.batch_size):
+                chunk = group[start : start + self.batch_size]
+                out = self._embed_pixels(torch.stack([c.pixels for c in chunk]))  # type: ignore[misc]
+                for c, v in zip(chunk, out, strict=True):
+                    vectors[c.index] = v
+        for it in items:
+            yield Embedded(it.source, vectors.get(it.index), it.error, it.width, it.height)
+
+    @torch.inference_mode()
+    def _embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """uint8 [B, 3, H, W] of one shape → vectors [B, D] (multi-scale: power mean of per-scale pools)."""
+        x = normalize(pixels.to(self.device, non_blocking=True), self.policy)
+        if self.scales == (1.0,):
+            pooled = self.pipeline.apply_pool(self._forward(x).float())
+        else:
+            p = self.pipeline.pool_p
+            acc = None
+            for s in self.scales:
+                xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", antialias=True)
+                v = F.normalize(self.pipeline.apply_pool(self._forward(xs).float()), dim=1)
+                v = v.sign() * v.abs().pow(p)
+                acc = v if acc is None else acc + v
+            acc = acc / len(self.scales)  # type: ignore[operator]
+            pooled = acc.sign() * acc.abs().pow(1.0 / p)
+        return self.pipeline.apply_post(pooled).float().cpu().numpy()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            return self.backbone(x)
+
+    def _autocast(self):
+        kind = self.precision
+        if kind == "auto":
+            kind = "fp16" if self.device.type == "cuda" else "fp32"
+        if kind == "fp32":
+            return nullcontext()
+        dtype = torch.float16 if kind == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def _as_hwc_uint8(arr: np.ndarray, chw: bool = False) -> np.ndarray:
+    """Accept HWC/HW (or CHW for tensors) arrays, uint8 or float in [0, 1]; return HWC uint8 RGB."""
+    a = np.asarray(arr)
+    if chw and a.ndim == 3 and a.shape[0] in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ValueError(f"expected an image array HxW, HxWx3 or HxWx4, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        if np.issubdtype(a.dtype, np.floating):
+            a = np.clip(np.nan_to_num(a) * 255.0 + 0.5, 0, 255)
+        a = a.astype(np.uint8)
+    if a.ndim == 3 and a.shape[-1] == 4:
+        return np.asarray(to_rgb(Image.fromarray(a, "RGBA")))
+    return a if a.ndim == 3 else np.stack([a] * 3, axis=-1)
+
+
+__all__ = ["Embedded", "Extractor", "ImageInput", "pick_device"]

@@ -1,0 +1,128 @@
+"""Finding image files and decoding them into RGB PIL images, safely.
+
+Decoding applies the EXIF orientation, converts every mode to RGB (alpha composited on white), refuses
+decompression bombs before any pixel is decoded, and for JPEGs decodes at a reduced DCT scale when the
+image will be shrunk anyway (``Image.draft``: 2–4× less decode time on large photos).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+#: Extensions indexed by default (lower case); Pillow decodes all of them without extra packages.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+
+#: Pillow's own decompression-bomb threshold (about 89.5 megapixels), used as our default limit.
+DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
+
+
+def iter_image_files(
+    root: str | os.PathLike[str],
+    *,
+    recursive: bool = True,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    follow_symlinks: bool = False,
+) -> Iterator[Path]:
+    """Yield the image files under ``root`` in a stable (sorted) order, as absolute paths.
+
+    Files are chosen by extension (case-insensitive); directories named like images are skipped, and so are
+    unreadable directories. Symlinked directories are followed only with ``follow_symlinks`` (loops are cut).
+    """
+    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    top = Path(root).expanduser().absolute()
+    if top.is_file():
+        yield top
+        return
+    if not top.is_dir():
+        raise ImageError(str(top), "no such file or directory")
+    seen: set[tuple[int, int]] = set()
+
+    def walk(folder: Path) -> Iterator[Path]:
+        try:
+            st = folder.stat()
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                return
+            seen.add(key)
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        subdirs = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=follow_symlinks):
+                    subdirs.append(Path(entry.path))
+                elif entry.is_symlink() and not follow_symlinks:
+                    continue
+                elif Path(entry.name).suffix.lower() in exts:
+                    yield Path(entry.path)
+            except OSError:
+                continue
+        if recursive:
+            for sub in subdirs:
+                yield from walk(sub)
+
+    yield from walk(top)
+
+
+def load_image(
+    path: str | os.PathLike[str],
+    *,
+    target: Callable[[int, int], tuple[int, int]] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Decode ``path`` into an upright RGB image; raise :class:`ImageError` naming the reason.
+
+    ``target(width, height) -> (w, h)`` tells the size the caller will resize to: JPEGs are then decoded at the
+    smallest DCT scale that still gives at least that many pixels. ``max_pixels`` refuses
+    images whose header declares more pixels (decompression bombs) before decoding them.
+    """
+    name = os.fspath(path)
+    try:
+        with Image.open(name) as img:
+            w, h = img.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageError(name, f"too many pixels ({w}×{h} > {max_pixels}); raise max_pixels to allow it")
+            if target is not None and img.format == "JPEG":
+                tw, th = target(w, h)
+                if tw < w and th < h:
+                    img.draft("RGB", (tw, th))
+            img.load()
+            return to_rgb(ImageOps.exif_transpose(img))
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(name, "file not found") from None
+    except IsADirectoryError:
+        raise ImageError(name, "is a directory") from None
+    except PermissionError:
+        raise ImageError(name, "permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError(name, "not a recognised image format") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(name, f"too many pixels (Pillow's decompression-bomb guard: {e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(name, f"cannot decode: {e}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparency is composited on white, 16-bit greys are rescaled."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        img = img.point(lambda v: v * (1 / 256)).convert("L")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")

@@ -1,0 +1,47 @@
+"""Shared fixtures: real photos written from scikit-image/scikit-learn, edited copies, one shared extractor."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sample_photos = _load_script("sample_photos")
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory) -> Path:
+    """11 real photos as JPEG files (read-only for tests: copy before modifying)."""
+    folder = tmp_path_factory.mktemp("photos")
+    sample_photos.write(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def query_dir(tmp_path_factory) -> Path:
+    """Edited copies (cropped, resized, JPEG-recompressed) of every photo, named ``<photo>_edit.jpg``."""
+    photos = tmp_path_factory.mktemp("photos_for_queries")
+    queries = tmp_path_factory.mktemp("queries")
+    sample_photos.write(photos, queries)
+    return queries
+
+
+@pytest.fixture(scope="session")
+def extractor():
+    """The default extractor (packaged EfficientNet-Lite0, GeM + L2), built once."""
+    from extractor import Extractor
+
+    return Extractor()

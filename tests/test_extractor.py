@@ -1,0 +1,81 @@
+"""The Extractor end to end on real photos: shapes, order, batching invariance, bad files, input types."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from extractor import Extractor, ImageError
+
+
+def test_embed_paths_unit_vectors(extractor, photo_dir):
+    paths = sorted(photo_dir.glob("*.jpg"))[:4]
+    v = extractor.embed(paths)
+    assert v.shape == (4, 1280) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert extractor.dim == 1280
+
+
+def test_vectors_do_not_depend_on_batching_or_order(photo_dir):
+    paths = sorted(photo_dir.glob("*.jpg"))
+    a = Extractor(batch_size=16, workers=2).embed(paths)
+    b = Extractor(batch_size=1, workers=0).embed(paths[::-1])[::-1]
+    np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_bad_file_reported_rest_embedded(extractor, photo_dir, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    paths = sorted(photo_dir.glob("*.jpg"))[:3]
+    items = list(extractor.embed_iter([paths[0], bad, paths[1], paths[2]]))
+    assert [i.ok for i in items] == [True, False, True, True]
+    assert items[1].source == str(bad) and "not a recognised image" in items[1].error
+    assert items[0].width > 0 and items[0].vector.shape == (1280,)
+    with pytest.raises(ImageError, match=r"broken\.jpg"):
+        extractor.embed([paths[0], bad])
+
+
+def test_path_pil_array_tensor_inputs_agree(extractor, tmp_path):
+    arr = skimage.data.coffee()
+    path = tmp_path / "coffee.png"  # lossless, so every input carries the same pixels
+    Image.fromarray(arr).save(path)
+    vs = extractor.embed([path, Image.fromarray(arr), arr, torch.from_numpy(arr).permute(2, 0, 1)])
+    for v in vs[1:]:
+        np.testing.assert_allclose(v, vs[0], atol=1e-5)
+
+
+def test_query_copy_is_nearest_to_its_original(extractor, photo_dir):
+    orig = Image.open(photo_dir / "chelsea.jpg")
+    copy = orig.crop((20, 10, 430, 290)).resize((300, 205))
+    db = extractor.embed(sorted(photo_dir.glob("*.jpg")))
+    q = extractor.embed(copy)[0]
+    names = [p.stem for p in sorted(photo_dir.glob("*.jpg"))]
+    assert names[int(np.argmax(db @ q))] == "chelsea"
+
+
+def test_multiscale_and_reduced_precision_paths_run(photo_dir):
+    paths = sorted(photo_dir.glob("*.jpg"))[:2]
+    single = Extractor().embed(paths)
+    multi = Extractor(scales=(1, 0.7071, 0.5)).embed(paths)
+    assert multi.shape == single.shape
+    np.testing.assert_allclose(np.linalg.norm(multi, axis=1), 1, atol=1e-5)
+    assert (multi * single).sum(1).min() > 0.8  # same images, close but not identical
+    assert not np.allclose(multi, single)
+    bf16 = Extractor(precision="bf16", device="cpu").embed(paths)
+    assert (bf16 * single).sum(1).min() > 0.95
+
+
+def test_config_round_trip_rebuilds_same_vectors(extractor, photo_dir):
+    path = sorted(photo_dir.glob("*.jpg"))[0]
+    again = Extractor.from_config(extractor.config())
+    assert again.config() == extractor.config()
+    np.testing.assert_array_equal(again.embed(path), extractor.embed(path))
+
+
+def test_square_policy_and_other_backbone(photo_dir):
+    ex = Extractor("resnet18", weights=None, size=224, crop=True, pooling="mac | l2")
+    v = ex.embed(sorted(photo_dir.glob("*.jpg"))[:2])
+    assert v.shape == (2, 512) and ex.config()["input"]["size"] == 224

@@ -1,0 +1,123 @@
+"""Decoding real files: orientation, modes, bombs, corrupt files, folder scanning, the input policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from extractor import ImageError, InputPolicy, iter_image_files, load_image
+from extractor.preprocess import resize
+
+
+@pytest.fixture
+def chelsea() -> Image.Image:
+    return Image.fromarray(skimage.data.chelsea())  # 451×300
+
+
+def test_exif_orientation_is_applied(tmp_path, chelsea):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = tmp_path / "rot.jpg"
+    chelsea.save(path, exif=exif, quality=95)
+    img = load_image(path)
+    assert img.size == (300, 451)
+    upright = chelsea.transpose(Image.Transpose.ROTATE_270)
+    diff = np.abs(np.asarray(img, np.int16) - np.asarray(upright, np.int16)).mean()
+    assert diff < 3  # JPEG noise only
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "LA", "P", "CMYK", "1", "I;16"])
+def test_every_mode_becomes_rgb(tmp_path, chelsea, mode):
+    if mode == "I;16":  # a real 16-bit grey image: full 0..65535 range
+        img = Image.fromarray(np.asarray(chelsea.convert("L"), np.uint16) * 257)
+    else:
+        img = chelsea.convert(mode)
+    path = tmp_path / f"x.{'jpg' if mode == 'CMYK' else 'png'}"
+    img.save(path)
+    out = load_image(path)
+    assert out.mode == "RGB" and out.size == chelsea.size
+    assert np.asarray(out).mean() > 20  # not blank
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    img.putpixel((0, 0), (0, 0, 255, 255))
+    path = tmp_path / "t.png"
+    img.save(path)
+    out = np.asarray(load_image(path))
+    assert tuple(out[0, 0]) == (0, 0, 255)
+    assert tuple(out[4, 4]) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # 100 MP: our limit; 400 MP: Pillow's own guard too
+def test_decompression_bomb_refused_before_decoding(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (side, side)).save(path)  # a few KB on disk
+    assert path.stat().st_size < 200_000
+    with pytest.raises(ImageError, match="too many pixels"):
+        load_image(path)
+
+
+def test_pixel_limit_can_be_raised(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.new("1", (12_000, 8_000)).save(path)  # 96 MP, over the default limit
+    with pytest.raises(ImageError, match="too many pixels"):
+        load_image(path)
+    assert load_image(path, max_pixels=100_000_000).size == (12_000, 8_000)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", "not a recognised image"), (b"<html>hello</html>", "not a recognised image")],
+)
+def test_non_images_named_jpg(tmp_path, content, reason):
+    path = tmp_path / "fake.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=reason) as info:
+        load_image(path)
+    assert info.value.path == str(path)
+
+
+def test_truncated_jpeg_is_an_error(tmp_path, chelsea):
+    path = tmp_path / "cut.jpg"
+    chelsea.save(path, quality=90)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ImageError, match="cannot decode"):
+        load_image(path)
+
+
+def test_draft_decode_keeps_enough_pixels(tmp_path):
+    big = Image.fromarray(np.tile(skimage.data.astronaut(), (4, 4, 1)))  # 2048×2048
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=90)
+    policy = InputPolicy(max_side=320)
+    img = load_image(path, target=policy.target_size)
+    assert 320 <= max(img.size) < 2048  # decoded at a reduced DCT scale, still ≥ the target
+    assert resize(img, policy).size == (320, 320)
+
+
+def test_iter_image_files_sorted_filtered_recursive(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "x.jpg").mkdir()  # a directory named like an image
+    for name in ("b/2.PNG", "a.jpg", "notes.txt", "b/1.jpeg"):
+        (tmp_path / name).write_bytes(b"")
+    found = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path)]
+    assert found == ["a.jpg", "b/1.jpeg", "b/2.PNG"]
+    assert [p.name for p in iter_image_files(tmp_path, recursive=False)] == ["a.jpg"]
+
+
+def test_policy_keeps_aspect_ratio_without_crop():
+    p = InputPolicy(max_side=320)
+    assert p.target_size(451, 300) == (320, 213)
+    assert p.target_size(300, 451) == (213, 320)
+    assert p.target_size(100, 50) == (320, 160)  # small images are scaled up to the same scale
+    assert p.target_size(10000, 10) == (320, 1)
+
+
+def test_square_crop_policy(chelsea):
+    p = InputPolicy(max_side=None, size=224, crop=True)
+    assert resize(chelsea, p).size == (224, 224)
+    with pytest.raises(Exception, match="exactly one"):
+        InputPolicy(max_side=320, size=224)
