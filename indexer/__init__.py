@@ -1,15 +1,18 @@
-"""Vectors ↔ Milvus: :class:`ImageIndex` (index folders, search by image) and the ``poolvec`` CLI."""
+"""Vectors ↔ Milvus: :class:`ImageIndex` (sync folders, search by image, duplicates) and the ``poolvec`` CLI."""
 
 from .config import fingerprint
+from .duplicates import DuplicateGroup
 from .errors import BackendError, ConfigMismatchError, IndexerError
-from .index import DEFAULT_COLLECTION, DEFAULT_URI, Hit, ImageIndex, IndexReport, path_id
+from .index import DEFAULT_COLLECTION, DEFAULT_URI, Hit, ImageIndex
 from .store import MilvusStore, VectorIndex
+from .sync import IndexReport, path_id
 
 __all__ = [
     "DEFAULT_COLLECTION",
     "DEFAULT_URI",
     "BackendError",
     "ConfigMismatchError",
+    "DuplicateGroup",
     "Hit",
     "ImageIndex",
     "IndexReport",

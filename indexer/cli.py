@@ -266,3 +266,57 @@ def drop(
         return EXIT_OK
 
     raise typer.Exit(_run(body))
+
+
+@app.command("eval")
+def eval_command(
+    kind: Annotated[str, typer.Argument(help="Ground truth: classes, pairs or revisitop.")],
+    source: Annotated[Path, typer.Argument(help="classes: DIR/<class>/*; pairs: a JSON file; revisitop: gnd_*.pkl.")],
+    images: Annotated[
+        Path | None, typer.Option(help="revisitop: the dataset's image folder; pairs: database folder (distractors).")
+    ] = None,
+    k: Annotated[int | None, typer.Option("-k", "--top-k", help="Ranking depth (default: whole index).")] = None,
+    qe: Annotated[int, typer.Option("--qe", help="Query expansion over the top N hits (0: off).")] = 0,
+    add: Annotated[bool, typer.Option("--add", help="Index the ground truth's database images first.")] = False,
+    db: DbOpt = DEFAULT_URI,
+    token: TokenOpt = None,
+    collection: CollOpt = DEFAULT_COLLECTION,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output (with per-query AP and rank).")] = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Measure retrieval quality on labelled images: mAP, recall@k, P@k (revisitop: mAP, mP@k for Easy/Medium/Hard)."""
+    from .evaluation import evaluate_index, load_ground_truth
+
+    def body() -> int:
+        gt = load_ground_truth(kind, source, images)
+        idx = ImageIndex(db, collection, token=token, device=device)
+        failed: list[tuple[str, str]] = []
+        if add:
+            failed = idx.add(gt.database).failed
+            for path, reason in failed:
+                err.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False, soft_wrap=True)
+        result = evaluate_index(idx, gt, k=k, qe=qe)
+        if result["n_missing"]:
+            err.print(
+                f"[yellow]warning:[/] {result['n_missing']} of {result['database']} database images are not in the "
+                f"index (e.g. {result['missing'][0]}); they count as never found — use --add to index them",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if as_json:
+            sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+            return EXIT_PARTIAL if failed else EXIT_OK
+        table = Table(
+            title=f"{gt.kind}: {result['queries']} queries, {result['database']} database images, k={result['k']} (%)"
+        )
+        table.add_column("setup")
+        for name in result["metrics"]:
+            table.add_column(name, justify="right")
+        table.add_column("queries", justify="right")
+        for setup, row in result["setups"].items():
+            cells = ["—" if row[n] is None else f"{100 * row[n]:.2f}" for n in result["metrics"]]
+            table.add_row(setup, *cells, str(row["evaluated"]))
+        out.print(table)
+        return EXIT_PARTIAL if failed else EXIT_OK
+
+    raise typer.Exit(_run(body))

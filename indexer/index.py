@@ -8,9 +8,8 @@ The collection remembers the embedding config that produced its vectors; opening
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,15 @@ from PIL import Image
 
 from extractor import IMAGE_EXTENSIONS, Extractor, ExtractorError, ImageInput, iter_image_files
 
+from . import duplicates, filters, sync
 from .config import FORMAT_VERSION, diff, fingerprint, with_provenance
+from .duplicates import DuplicateGroup
 from .errors import ConfigMismatchError, IndexerError
-from .store import MilvusStore, VectorIndex
+from .store import META_FIELDS, MilvusStore, VectorIndex
+from .sync import IndexReport, Progress
 
 DEFAULT_URI = "./poolvec.db"
 DEFAULT_COLLECTION = "images"
-#: Rows per upsert: an interrupted run loses at most this many embeddings.
-INSERT_BATCH = 64
-#: Files checked against the index per round trip.
-LOOKUP_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -41,46 +39,6 @@ class Hit:
     score: float
     id: int
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass
-class IndexReport:
-    """What an indexing run did. ``failed`` lists (path, reason) for every file that was skipped."""
-
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        """Files looked at."""
-        return self.added + self.updated + self.unchanged + len(self.failed)
-
-    @property
-    def ok(self) -> bool:
-        """True when no file failed."""
-        return not self.failed
-
-
-#: Progress callback: ``(files done, files in total or None, path just finished)``.
-Progress = Callable[[int, int | None, str], None]
-
-
-def path_id(path: str) -> int:
-    """Stable 63-bit primary key of an absolute path (the same file always maps to the same row)."""
-    digest = hashlib.blake2b(os.fsencode(path), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def file_sha256(path: str) -> str:
-    """Content hash of a file (exact duplicates share it)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ImageIndex:
@@ -176,117 +134,127 @@ class ImageIndex:
         recursive: bool = True,
         extensions: Iterable[str] = IMAGE_EXTENSIONS,
         follow_symlinks: bool = False,
+        prune: bool = False,
         progress: Progress | None = None,
     ) -> IndexReport:
-        """Index the images under ``root``: new and changed files are embedded, unchanged ones skipped."""
-        if not Path(root).expanduser().exists():
+        """Sync the images under ``root`` into the index.
+
+        New and changed files (by path, size, mtime) are embedded, unchanged ones skipped, files whose content
+        is already indexed reuse that vector; with ``prune`` the rows of files that are gone are deleted.
+        """
+        top = Path(root).expanduser().absolute()
+        if not top.exists():
             raise IndexerError(f"{root}: no such file or directory")
-        files = [
-            str(p)
-            for p in iter_image_files(root, recursive=recursive, extensions=extensions, follow_symlinks=follow_symlinks)
-        ]
-        return self.add(files, progress=progress)
-
-    def add(self, paths: Iterable[str | os.PathLike[str]], *, progress: Progress | None = None) -> IndexReport:
-        """Index image files (skipping those already indexed and unchanged); returns what happened."""
-        self._ensure_collection()
-        paths = [os.path.abspath(os.fspath(p)) for p in paths]
-        total = len(paths)
-        report = IndexReport()
-        pending: dict[str, dict[str, Any]] = {}
-        done = 0
-
-        def tick(path: str) -> None:
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(done, total, path)
-
-        def to_embed() -> Iterator[str]:
-            for start in range(0, total, LOOKUP_BATCH):
-                chunk = paths[start : start + LOOKUP_BATCH]
-                stats: dict[str, os.stat_result] = {}
-                for p in chunk:
-                    try:
-                        stats[p] = os.stat(p)
-                    except OSError as e:
-                        report.failed.append((p, e.strerror or str(e)))
-                        tick(p)
-                existing = self.store.get([path_id(p) for p in stats], fields=("path", "size", "mtime_ns"))
-                for p, st in stats.items():
-                    row = existing.get(path_id(p))
-                    if row and row["path"] == p and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
-                        report.unchanged += 1
-                        tick(p)
-                        continue
-                    pending[p] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "existed": row is not None}
-                    yield p
-
-        batch: list[dict[str, Any]] = []
-        for item in self.extractor.embed_iter(to_embed()):
-            info = pending.pop(item.source)
-            if item.error is not None:
-                report.failed.append((item.source, item.error))
-            else:
-                try:
-                    digest = file_sha256(item.source)
-                except OSError as e:
-                    report.failed.append((item.source, f"cannot read: {e.strerror or e}"))
-                    tick(item.source)
-                    continue
-                batch.append(self._row(item.source, item.vector, info, item.width, item.height, digest))
-                if info["existed"]:
-                    report.updated += 1
-                else:
-                    report.added += 1
-            tick(item.source)
-            if len(batch) >= INSERT_BATCH:
-                self.store.upsert(batch)
-                batch = []
-        self.store.upsert(batch)
+        scan = iter_image_files(top, recursive=recursive, extensions=extensions, follow_symlinks=follow_symlinks)
+        files = [str(p) for p in scan]
+        base = str(top if top.is_dir() else top.parent)
+        report = self._sync(files, [base] * len(files), progress)
+        if prune and top.is_dir():
+            report.removed = sync.prune(self.store, base)
         return report
 
-    @staticmethod
-    def _row(path: str, vector: Any, info: dict[str, Any], width: int, height: int, digest: str) -> dict[str, Any]:
-        return {
-            "id": path_id(path),
-            "vector": np.asarray(vector, dtype=np.float32).tolist(),
-            "path": path,
-            "size": int(info["size"]),
-            "mtime_ns": int(info["mtime_ns"]),
-            "width": int(width),
-            "height": int(height),
-            "sha256": digest,
-        }
+    def add(self, paths: Iterable[str | os.PathLike[str]], *, progress: Progress | None = None) -> IndexReport:
+        """Index image files (each file's folder is its root); unchanged files are skipped."""
+        files = [os.path.abspath(os.fspath(p)) for p in paths]
+        return self._sync(files, [os.path.dirname(p) for p in files], progress)
+
+    def _sync(self, files: list[str], roots: list[str], progress: Progress | None) -> IndexReport:
+        self._ensure_collection()
+        return sync.sync(self.store, self.extractor, files, roots, progress)
+
+    def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
+        """Delete the rows of these files (whether or not the files still exist); returns how many were indexed."""
+        if self._config is None:
+            return 0
+        ids = [sync.path_id(os.path.abspath(os.fspath(p))) for p in paths]
+        found = list(self.store.get(ids, fields=("path",)))
+        self.store.delete(found)
+        return len(found)
+
+    def reroot(self, old: str | os.PathLike[str], new: str | os.PathLike[str]) -> int:
+        """Point every entry under folder ``old`` to the same relative path under ``new`` (photos moved)."""
+        if self._config is None:
+            return 0
+        return sync.reroot(self.store, os.path.abspath(os.fspath(old)), os.path.abspath(os.fspath(new)))
 
     # -- reading -------------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return self.store.count() if self._config is not None else 0
 
-    def search(self, query: ImageInput | np.ndarray, k: int = 10) -> list[Hit]:
-        """The ``k`` indexed images most similar to ``query`` (a path, PIL image, image array/tensor, or vector)."""
-        return self.search_many([query], k=k)[0]
+    def search(self, query: ImageInput | np.ndarray, k: int = 10, **options: Any) -> list[Hit]:
+        """The ``k`` indexed images most similar to ``query`` (a path, PIL image, image array/tensor, or vector).
 
-    def search_many(self, queries: Iterable[ImageInput | np.ndarray], k: int = 10) -> list[list[Hit]]:
-        """Batched :meth:`search`: one list of hits per query, in order."""
+        Options as in :meth:`search_many`.
+        """
+        return self.search_many([query], k=k, **options)[0]
+
+    def search_many(
+        self,
+        queries: Iterable[ImageInput | np.ndarray],
+        k: int = 10,
+        *,
+        under: str | os.PathLike[str] | None = None,
+        where: str | None = None,
+        min_score: float | None = None,
+        size: filters.Range | None = None,
+        mtime: filters.Range | None = None,
+        width: filters.Range | None = None,
+        height: filters.Range | None = None,
+        qe: int = 0,
+        qe_alpha: float = 3.0,
+    ) -> list[list[Hit]]:
+        """Batched search: one list of hits (best first) per query, in order.
+
+        Filters: ``under`` a folder; ``size`` (bytes), ``mtime`` (POSIX seconds), ``width``/``height`` (pixels) as
+        ``(low, high)`` with ``None`` for an open end; ``where`` a raw Milvus expression; ``min_score`` drops
+        weaker hits. ``qe=n`` re-queries with α-query-expansion over the top ``n`` hits (Radenović et al. 2018):
+        q' = q + Σ sᵢ^α·vᵢ, normalised.
+        """
         if k < 1:
             raise IndexerError(f"k must be ≥ 1, got {k}")
         if self._config is None:
             raise IndexerError(f"the index {self.uri} (collection {self.collection!r}) is empty: add images first")
+        expr = filters.build(under_folder=under, size=size, mtime=mtime, width=width, height=height, where=where)
         vectors = self._query_vectors(list(queries))
-        results = self.store.search(vectors.tolist(), k, self.vector_index)
+        if qe > 0:
+            vectors = self._expand(vectors, qe, qe_alpha, expr)
+        results = self.store.search(vectors.tolist(), k, self.vector_index, filter=expr)
         return [
             [
                 Hit(
                     path=h["entity"]["path"],
                     score=float(h["distance"]),
                     id=int(h["id"]),
-                    meta={f: h["entity"][f] for f in ("size", "mtime_ns", "width", "height", "sha256")},
+                    meta={f: h["entity"][f] for f in META_FIELDS if f != "path"},
                 )
                 for h in hits
+                if min_score is None or float(h["distance"]) >= min_score
             ]
             for hits in results
         ]
+
+    def _expand(self, vectors: np.ndarray, n: int, alpha: float, expr: str) -> np.ndarray:
+        """α-query-expansion: add the top-n neighbours' vectors weighted by similarity^α, renormalise."""
+        results = self.store.search(vectors.tolist(), n, self.vector_index, filter=expr)
+        ids = sorted({int(h["id"]) for hits in results for h in hits})
+        stored = self.store.get(ids, fields=("vector",))
+        out = vectors.astype(np.float64).copy()
+        for row, hits in zip(out, results, strict=True):
+            for h in hits:
+                row += max(float(h["distance"]), 0.0) ** alpha * np.asarray(stored[int(h["id"])]["vector"])
+        out /= np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
+        return out.astype(np.float32)
+
+    def find_duplicates(
+        self, threshold: float = 0.9, *, k: int = 10, under: str | os.PathLike[str] | None = None
+    ) -> list[DuplicateGroup]:
+        """Groups of copies: exact (same bytes) first, then near-duplicates with similarity ≥ ``threshold``."""
+        if self._config is None:
+            return []
+        if not 0 < threshold <= 1:
+            raise IndexerError(f"threshold must be in (0, 1], got {threshold}")
+        expr = filters.build(under_folder=under)
+        return duplicates.find_duplicates(self.store, self.vector_index, threshold, k, expr)
 
     def _query_vectors(self, queries: list[Any]) -> np.ndarray:
         dim = int(self._config["dim"])  # type: ignore[index]

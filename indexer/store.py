@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +20,75 @@ from pymilvus import DataType, MilvusClient, MilvusException
 from .errors import BackendError, IndexerError
 
 #: Scalar fields stored per image (besides ``id`` and ``vector``).
-META_FIELDS = ("path", "size", "mtime_ns", "width", "height", "sha256")
+META_FIELDS = ("path", "root", "size", "mtime_ns", "width", "height", "sha256")
 MAX_PATH = 4096
 PROP_CONFIG = "poolvec.config"
 PROP_FINGERPRINT = "poolvec.fingerprint"
 
 
+#: Build parameters per index kind when none are given (measurements: docs/BENCHMARKS.md, "Index (Milvus)").
+DEFAULT_BUILD: dict[str, dict[str, Any]] = {
+    "HNSW": {"M": 16, "efConstruction": 200},
+    "HNSW_SQ": {"M": 16, "efConstruction": 200, "sq_type": "SQ8"},
+    "IVF_FLAT": {"nlist": 1024},
+    "IVF_SQ8": {"nlist": 1024},
+    "IVF_PQ": {"nlist": 1024, "m": 32, "nbits": 8},
+}
+#: Index kinds Milvus Lite 3.2 builds (IVF_PQ is refused there, DISKANN/GPU ones do not exist).
+LITE_KINDS = frozenset({"FLAT", "HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "AUTOINDEX"})
+
+
 @dataclass(frozen=True)
 class VectorIndex:
-    """The Milvus vector index. HNSW by default: exact enough (recall@10 ≈ 1 at these sizes), fast everywhere."""
+    """The Milvus vector index. HNSW by default: exact enough (recall@10 ≈ 1 at these sizes), fast everywhere.
+
+    ``params`` are build parameters (``None``: the kind's defaults); ``search`` overrides search-time ones
+    (``ef`` for HNSW, ``nprobe`` for IVF).
+    """
 
     kind: str = "HNSW"
-    params: dict[str, Any] = field(default_factory=lambda: {"M": 16, "efConstruction": 200})
+    params: dict[str, Any] | None = None
     metric: str = "IP"
+    search: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", self.kind.upper())
+        object.__setattr__(self, "metric", self.metric.upper())
+        if self.params is None:
+            object.__setattr__(self, "params", dict(DEFAULT_BUILD.get(self.kind, {})))
 
     def search_params(self, k: int) -> dict[str, Any]:
         """Search-time parameters for ``k`` results (HNSW's ef must be ≥ k)."""
-        if self.kind == "HNSW":
-            return {"metric_type": self.metric, "params": {"ef": max(64, 2 * k)}}
-        if self.kind.startswith("IVF"):
-            return {"metric_type": self.metric, "params": {"nprobe": 16}}
-        return {"metric_type": self.metric, "params": {}}
+        if self.kind.startswith("HNSW"):
+            params: dict[str, Any] = {"ef": max(64, 2 * k)}
+        elif self.kind.startswith("IVF"):
+            params = {"nprobe": 16}
+        else:
+            params = {}
+        params.update(self.search or {})
+        if "ef" in params:
+            params["ef"] = max(int(params["ef"]), k)
+        return {"metric_type": self.metric, "params": params}
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON-able form stored with the collection."""
+        out: dict[str, Any] = {"kind": self.kind, "params": self.params, "metric": self.metric}
+        if self.search:
+            out["search"] = self.search
+        return out
+
+    def check(self, lite: bool) -> None:
+        """Refuse, before anything is created, an index the backend cannot build or search sanely."""
+        if lite and self.kind not in LITE_KINDS:
+            raise IndexerError(
+                f"Milvus Lite cannot build a {self.kind} index (it builds {', '.join(sorted(LITE_KINDS))}); "
+                "choose one of those, or use a Milvus server (--uri http://host:19530)"
+            )
+        if lite and self.kind == "FLAT" and self.metric == "L2":
+            raise IndexerError(
+                "Milvus Lite's FLAT search with the L2 metric needs memory for queries × rows × dim floats; "
+                "use metric IP (or COSINE): vectors are L2-normalised, so the ranking is the same"
+            )
 
 
 def is_server_uri(uri: str) -> bool:
@@ -92,10 +140,13 @@ class MilvusStore:
 
     def create(self, dim: int, config: dict[str, Any], fingerprint: str, index: VectorIndex) -> None:
         """Create the collection with its schema, vector index and stored embedding config."""
+        index.check(lite=self.is_lite)
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH)
+        schema.add_field("root", DataType.VARCHAR, max_length=MAX_PATH)
+        schema.add_field("dirs", DataType.JSON)  # every ancestor folder: `under=` filters need no LIKE escaping
         for name in ("size", "mtime_ns", "width", "height"):
             schema.add_field(name, DataType.INT64)
         schema.add_field("sha256", DataType.VARCHAR, max_length=64)
@@ -104,16 +155,22 @@ class MilvusStore:
         properties = {
             PROP_CONFIG: json.dumps(config, sort_keys=True),
             PROP_FINGERPRINT: fingerprint,
-            "poolvec.index": json.dumps({"kind": index.kind, "params": index.params, "metric": index.metric}),
+            "poolvec.index": json.dumps(index.spec()),
         }
-        self._call(
-            self.client.create_collection,
-            self.collection,
-            schema=schema,
-            index_params=params,
-            properties=properties,
-            consistency_level="Strong",
-        )
+        try:
+            self._call(
+                self.client.create_collection,
+                self.collection,
+                schema=schema,
+                index_params=params,
+                properties=properties,
+                consistency_level="Strong",
+            )
+        except BackendError:
+            # pymilvus creates the collection, then its index: a refused index must not leave a half-made one.
+            with suppress(BackendError):
+                self.drop()
+            raise
 
     def properties(self) -> dict[str, str]:
         """The collection's properties (where the embedding config lives)."""
@@ -154,6 +211,36 @@ class MilvusStore:
             return {}
         rows = self._call(self.client.get, self.collection, ids=ids, output_fields=list(fields))
         return {int(r["id"]): dict(r) for r in rows}
+
+    def delete(self, ids: list[int]) -> None:
+        """Delete rows by primary key."""
+        if ids:
+            self._call(self.client.delete, self.collection, ids=ids)
+
+    def query(self, filter: str, fields: tuple[str, ...] = META_FIELDS, limit: int | None = None) -> list[dict]:
+        """Rows matching a boolean expression (``limit`` caps the result)."""
+        kwargs = {"limit": limit} if limit is not None else {}
+        return list(
+            self._call(self.client.query, self.collection, filter=filter, output_fields=["id", *fields], **kwargs)
+        )
+
+    def iterate(self, filter: str = "", fields: tuple[str, ...] = META_FIELDS, batch_size: int = 1000):
+        """Yield lists of rows over the whole collection (or a filter), ``batch_size`` at a time: memory stays flat."""
+        it = self._call(
+            self.client.query_iterator,
+            self.collection,
+            batch_size=batch_size,
+            filter=filter,
+            output_fields=["id", *fields],
+        )
+        try:
+            while True:
+                rows = self._call(it.next)
+                if not rows:
+                    return
+                yield [dict(r) for r in rows]
+        finally:
+            it.close()
 
     def count(self) -> int:
         """Number of rows."""

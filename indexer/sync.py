@@ -1,0 +1,248 @@
+"""Bringing a collection in line with files on disk: embed what is new or changed, reuse, prune.
+
+A file is *unchanged* when a row with its path, size and mtime exists. A new or changed file whose content
+hash (sha256) is already in the collection reuses that row's vector instead of being embedded again (a moved
+or copied file costs a hash, not a forward pass). Rows are upserted in small batches keyed by a stable id per
+path, so an interrupted run loses at most one batch and running it again finishes the job without duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from extractor import Extractor
+
+from .errors import IndexerError
+from .filters import ancestors, quote, under
+from .store import MilvusStore
+
+#: Rows per upsert: an interrupted run loses at most this many embeddings.
+INSERT_BATCH = 64
+#: Files checked against the collection per round trip.
+LOOKUP_BATCH = 256
+
+#: Progress callback: ``(files done, files in total or None, path just finished)``.
+Progress = Callable[[int, int | None, str], None]
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did. ``failed`` lists (path, reason) for every file that was skipped."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    reused: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Files looked at."""
+        return self.added + self.updated + self.unchanged + len(self.failed)
+
+    @property
+    def ok(self) -> bool:
+        """True when no file failed."""
+        return not self.failed
+
+    def merge(self, other: IndexReport) -> IndexReport:
+        """Add another run's counts to this one (several folders in one command)."""
+        for name in ("added", "updated", "unchanged", "removed", "reused"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failed.extend(other.failed)
+        return self
+
+
+def path_id(path: str) -> int:
+    """Stable 63-bit primary key of an absolute path (the same file always maps to the same row)."""
+    digest = hashlib.blake2b(os.fsencode(path), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def file_sha256(path: str) -> str:
+    """Content hash of a file (exact duplicates share it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_row(path: str, root: str, vector: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """The Milvus row of one image file."""
+    return {
+        "id": path_id(path),
+        "vector": np.asarray(vector, dtype=np.float32).tolist(),
+        "path": path,
+        "root": root,
+        "dirs": ancestors(path),
+        "size": int(info["size"]),
+        "mtime_ns": int(info["mtime_ns"]),
+        "width": int(info["width"]),
+        "height": int(info["height"]),
+        "sha256": info["sha256"],
+    }
+
+
+def sync(
+    store: MilvusStore,
+    extractor: Extractor,
+    paths: list[str],
+    roots: list[str],
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Index ``paths`` (absolute; ``roots[i]`` is the folder ``paths[i]`` was found under)."""
+    report = IndexReport()
+    total = len(paths)
+    done = 0
+    pending: dict[str, dict[str, Any]] = {}
+    batch: list[dict[str, Any]] = []
+
+    def tick(path: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, path)
+
+    def emit(row: dict[str, Any], existed: bool) -> None:
+        nonlocal batch
+        batch.append(row)
+        if existed:
+            report.updated += 1
+        else:
+            report.added += 1
+        if len(batch) >= INSERT_BATCH:
+            store.upsert(batch)
+            batch = []
+
+    def to_embed() -> Iterator[str]:
+        with ThreadPoolExecutor(2, thread_name_prefix="poolvec-hash") as hasher:
+            for start in range(0, total, LOOKUP_BATCH):
+                chunk = list(zip(paths[start : start + LOOKUP_BATCH], roots[start : start + LOOKUP_BATCH], strict=True))
+                for path, info in _lookup(store, chunk, hasher, report, tick):
+                    reuse = info.pop("reuse", None)
+                    if reuse is not None:
+                        info.update(width=reuse["width"], height=reuse["height"])
+                        emit(make_row(path, info["root"], reuse["vector"], info), info["existed"])
+                        report.reused += 1
+                        tick(path)
+                        continue
+                    pending[path] = info
+                    yield path
+
+    try:
+        for item in extractor.embed_iter(to_embed()):
+            info = pending.pop(item.source)
+            if item.error is not None:
+                report.failed.append((item.source, item.error))
+            else:
+                info.update(width=item.width, height=item.height)
+                emit(make_row(item.source, info["root"], item.vector, info), info["existed"])
+            tick(item.source)
+    finally:
+        store.upsert(batch)  # keep what was embedded, also on Ctrl-C
+    return report
+
+
+def _lookup(
+    store: MilvusStore,
+    chunk: list[tuple[str, str]],
+    hasher: ThreadPoolExecutor,
+    report: IndexReport,
+    tick: Callable[[str], None],
+) -> list[tuple[str, dict[str, Any]]]:
+    """Sort a chunk of files into unchanged (ticked off), failed, and to-do with their stat, hash and reuse."""
+    todo: dict[str, dict[str, Any]] = {}
+    for path, root in chunk:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            report.failed.append((path, "file name is not valid UTF-8 (Milvus stores text as UTF-8); rename it"))
+            tick(path)
+            continue
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            report.failed.append((path, e.strerror or str(e)))
+            tick(path)
+            continue
+        todo[path] = {"root": root, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    existing = store.get([path_id(p) for p in todo], fields=("path", "size", "mtime_ns"))
+    for path in list(todo):
+        row, info = existing.get(path_id(path)), todo[path]
+        if row and row["path"] == path and row["size"] == info["size"] and row["mtime_ns"] == info["mtime_ns"]:
+            report.unchanged += 1
+            del todo[path]
+            tick(path)
+        else:
+            info["existed"] = row is not None
+    hashes = dict(zip(todo, hasher.map(_try_sha256, todo), strict=True))
+    for path, digest in hashes.items():
+        if isinstance(digest, OSError):
+            report.failed.append((path, f"cannot read: {digest.strerror or digest}"))
+            del todo[path]
+            tick(path)
+        else:
+            todo[path]["sha256"] = digest
+    if todo:
+        known = {}
+        wanted = sorted({info["sha256"] for info in todo.values()})
+        for row in store.query(
+            f"sha256 in [{', '.join(quote(h) for h in wanted)}]", ("sha256", "vector", "width", "height")
+        ):
+            known.setdefault(row["sha256"], row)
+        for info in todo.values():
+            if info["sha256"] in known:
+                info["reuse"] = known[info["sha256"]]
+    return list(todo.items())
+
+
+def _try_sha256(path: str) -> str | OSError:
+    try:
+        return file_sha256(path)
+    except OSError as e:
+        return e
+
+
+def prune(store: MilvusStore, root: str) -> int:
+    """Delete the rows under folder ``root`` whose files no longer exist; returns how many."""
+    gone: list[int] = []
+    for rows in store.iterate(under(root), fields=("path",)):
+        gone.extend(int(r["id"]) for r in rows if not os.path.lexists(r["path"]))
+    for start in range(0, len(gone), 1000):
+        store.delete(gone[start : start + 1000])
+    return len(gone)
+
+
+def reroot(store: MilvusStore, old: str, new: str) -> int:
+    """Move every row under folder ``old`` to the same relative path under ``new``, keeping vectors."""
+    old, new = old.rstrip("/"), new.rstrip("/")
+    if new == old or new.startswith(old + "/"):
+        raise IndexerError(f"cannot re-root {old} into itself ({new})")
+    moved = 0
+    for rows in store.iterate(
+        under(old), fields=("path", "root", "size", "mtime_ns", "width", "height", "sha256", "vector")
+    ):
+        fresh = []
+        for r in rows:
+            path = new + r["path"][len(old) :]
+            root = new + r["root"][len(old) :] if r["root"].startswith(old + "/") or r["root"] == old else new
+            fresh.append(make_row(path, root, r["vector"], r))
+        store.upsert(fresh)
+        store.delete([int(r["id"]) for r in rows])
+        moved += len(rows)
+    return moved
+
+
+def iter_rows(store: MilvusStore, fields: Iterable[str], filter: str = "") -> Iterator[dict[str, Any]]:
+    """Every row (selected fields), streamed."""
+    for rows in store.iterate(filter, fields=tuple(fields)):
+        yield from rows

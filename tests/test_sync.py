@@ -1,0 +1,171 @@
+"""Incremental sync through real Milvus Lite: changes, prune, moves by hash, kill -9 and resume, duplicates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from PIL import Image
+
+from extractor import Extractor
+from indexer import ImageIndex, path_id
+
+
+@pytest.fixture
+def photos(tmp_path, photo_dir):
+    folder = tmp_path / "photos"
+    shutil.copytree(photo_dir, folder)
+    return folder
+
+
+@pytest.fixture
+def index(tmp_path, extractor):
+    return ImageIndex(str(tmp_path / "sync.db"), extractor=extractor)
+
+
+def paths_in(index: ImageIndex) -> list[str]:
+    return sorted(r["path"] for rows in index.store.iterate(fields=("path",)) for r in rows)
+
+
+def test_prune_removes_only_files_that_are_gone(index, photos):
+    index.add_folder(photos)
+    (photos / "coffee.jpg").unlink()
+    keep_only_scan = index.add_folder(photos)  # without prune nothing is deleted
+    assert keep_only_scan.removed == 0 and len(index) == 11
+    report = index.add_folder(photos, prune=True)
+    assert (report.removed, report.unchanged) == (1, 10)
+    assert str(photos / "coffee.jpg") not in paths_in(index) and len(index) == 10
+
+
+def test_moved_and_copied_files_reuse_vectors_by_hash(index, photos, tmp_path):
+    index.add_folder(photos)
+    before = {h.path: h for h in index.search(photos / "china.jpg", k=1)}
+    moved = tmp_path / "moved"
+    shutil.move(photos, moved)
+    report = index.add_folder(moved, prune=False)
+    assert (report.added, report.reused) == (11, 11)  # new paths, no forward pass
+    hit = index.search(moved / "china.jpg", k=2)
+    assert {h.path for h in hit} == {str(moved / "china.jpg"), *before}
+    assert hit[0].score == pytest.approx(hit[1].score, abs=1e-5)
+
+
+def test_reroot_moves_entries_without_reembedding(index, photos, tmp_path):
+    index.add_folder(photos)
+    new_root = tmp_path / "library"
+    assert index.reroot(photos, new_root) == 11
+    assert paths_in(index) == sorted(str(new_root / p.name) for p in photos.iterdir())
+    shutil.move(photos, new_root)
+    again = index.add_folder(new_root)
+    assert (again.unchanged, again.added) == (11, 0)
+
+
+def test_several_roots_in_one_index(index, photos, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(photos / "rocket.jpg").rotate(90, expand=True).save(other / "rocket_rot.jpg")
+    index.add_folder(photos)
+    index.add_folder(other)
+    assert len(index) == 12
+    hits = index.search(photos / "rocket.jpg", k=12, under=other)
+    assert [h.path for h in hits] == [str(other / "rocket_rot.jpg")]
+    assert hits[0].meta["root"] == str(other)
+
+
+def test_exact_and_near_duplicates(index, photos):
+    shutil.copy(photos / "flower.jpg", photos / "flower_copy.jpg")
+    img = Image.open(photos / "astronaut.jpg")
+    img.resize((400, 400)).save(photos / "astronaut_small.jpg", quality=70)
+    index.add_folder(photos)
+    groups = index.find_duplicates(threshold=0.9)
+    assert groups[0].kind == "exact"
+    assert [os.path.basename(p) for p in groups[0].paths] == ["flower.jpg", "flower_copy.jpg"]
+    near = [g for g in groups if g.kind == "near"]
+    assert any({os.path.basename(p) for p in g.paths} == {"astronaut.jpg", "astronaut_small.jpg"} for g in near)
+    assert all(g.score >= 0.9 for g in near)
+    names = {os.path.basename(p) for g in groups for p in g.paths}
+    assert "rocket.jpg" not in names and "coffee.jpg" not in names
+
+
+def test_filters_by_size_dimensions_and_score(index, photos):
+    index.add_folder(photos)
+    wide = index.search(photos / "rocket.jpg", k=11, width=(600, None))
+    assert wide and all(h.meta["width"] >= 600 for h in wide)
+    small = index.search(photos / "rocket.jpg", k=11, size=(None, 60_000))
+    assert all(h.meta["size"] <= 60_000 for h in small) and len(small) < 11
+    strong = index.search(photos / "rocket.jpg", k=11, min_score=0.99)
+    assert [os.path.basename(h.path) for h in strong] == ["rocket.jpg"]
+    raw = index.search(photos / "rocket.jpg", k=11, where="height > 500")
+    assert all(h.meta["height"] > 500 for h in raw)
+
+
+def test_user_values_are_escaped_in_filters(index, photos, tmp_path):
+    evil = tmp_path / 'a" or 1==1 or "'
+    evil.mkdir()
+    shutil.copy(photos / "coffee.jpg", evil / "c.jpg")
+    index.add_folder(photos)
+    index.add_folder(evil)
+    hits = index.search(photos / "coffee.jpg", k=20, under=evil)
+    assert [h.path for h in hits] == [str(evil / "c.jpg")]
+    assert index.search(photos / "coffee.jpg", k=20, under=tmp_path / 'x" or "1"=="1') == []
+
+
+def test_query_expansion_keeps_the_right_answer(index, photos, query_dir):
+    index.add_folder(photos)
+    plain = index.search(query_dir / "china_edit.jpg", k=3)
+    expanded = index.search(query_dir / "china_edit.jpg", k=3, qe=2)
+    assert plain[0].path == expanded[0].path == str(photos / "china.jpg")
+    assert expanded[0].score > plain[0].score  # the query moved towards its neighbourhood
+
+
+def test_remove_paths(index, photos):
+    index.add_folder(photos)
+    assert index.remove([photos / "coffee.jpg", photos / "nope.jpg"]) == 1
+    assert len(index) == 10
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from extractor import Extractor
+    from indexer import ImageIndex
+    idx = ImageIndex(sys.argv[1], extractor=Extractor(max_side=96, batch_size=8))
+    idx.add_folder(sys.argv[2], progress=lambda done, total, path: print(done, flush=True))
+    print("finished", flush=True)
+    """
+)
+
+
+def test_kill_9_during_indexing_then_rerun_finishes_without_duplicates(tmp_path, photo_dir):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for src in sorted(photo_dir.glob("*.jpg")):
+        img = Image.open(src)
+        for i in range(14):  # 154 distinct crops
+            w, h = img.size
+            img.crop((i * w // 40, i * h // 50, w - i * w // 60, h)).save(folder / f"{src.stem}_{i:02d}.jpg")
+    total = 154
+    db = str(tmp_path / "killed.db")
+    for kill_at in (20, 90, 140):
+        proc = subprocess.Popen([sys.executable, "-c", WORKER, db, str(folder)], stdout=subprocess.PIPE, text=True)
+        for line in proc.stdout:
+            if line.strip() == "finished" or int(line) >= kill_at:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    index = ImageIndex(db)
+    assert index.extractor.config() == Extractor(max_side=96).config()
+    assert 0 < len(index) < total
+    report = index.add_folder(folder)
+    assert report.unchanged >= 64 and report.added + report.unchanged == total and not report.failed
+    assert len(index) == total
+    assert paths_in(index) == sorted(str(p) for p in folder.iterdir())
+    assert {int(r["id"]) for rows in index.store.iterate(fields=("path",)) for r in rows} == {
+        path_id(str(p)) for p in folder.iterdir()
+    }
+    hit = index.search(folder / "coffee_03.jpg", k=1)[0]
+    assert hit.path == str(folder / "coffee_03.jpg") and hit.score == pytest.approx(1, abs=1e-4)
