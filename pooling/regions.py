@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from typing import NamedTuple
 
 import torch
@@ -28,21 +29,37 @@ class Level(NamedTuple):
 _STEPS = (2, 3, 4, 5, 6, 7)
 
 
-@functools.lru_cache(maxsize=512)
+def _f32(v: float) -> float:
+    """Round to the nearest float32. One float32 op = the exact double op rounded once (exact for ``*``;
+    for ``/``, ``+``, ``-`` double has enough bits that this is the correctly rounded float32 result)."""
+    return struct.unpack("f", struct.pack("f", v))[0]
+
+
+@torch.compiler.assume_constant_result
 def rmac_levels(height: int, width: int, levels: int = 3, overlap: float = 0.4) -> tuple[Level, ...]:
     """The square region levels of R-MAC for an ``height × width`` map (the global region not included).
 
     Level ``l`` (1-based) uses regions of side ``⌊2·min(H, W)/(l+1)⌋``; along the long side ``l + extra``
     regions are placed, ``extra`` (0 for square maps) chosen among 1…6 so that neighbouring regions overlap
-    closest to ``overlap``. Levels whose side rounds to 0 are dropped.
+    closest to ``overlap``. Levels whose side rounds to 0 are dropped. Pure Python (float32 emulated), so it
+    is a constant for ``torch.jit.trace`` / ``torch.compile``.
     """
+    return _levels(int(height), int(width), int(levels), float(overlap))
+
+
+@functools.lru_cache(maxsize=512)
+def _levels(height: int, width: int, levels: int, overlap: float) -> tuple[Level, ...]:
     if height < 1 or width < 1:
         raise ValueError(f"rmac_levels: map must be at least 1x1, got {height}x{width}")
     short = min(height, width)
-    steps = torch.tensor(_STEPS, dtype=torch.float32)
-    stride = (max(height, width) - short) / (steps - 1)
-    ratio = (short**2 - short * stride) / short**2
-    best = int(torch.argmin(torch.abs(ratio - overlap)).item())
+    sq = _f32(short * short)
+    ovr = _f32(overlap)
+    errors = []
+    for n in _STEPS:
+        stride = _f32(_f32(max(height, width) - short) / _f32(n - 1))
+        ratio = _f32(_f32(sq - _f32(short * stride)) / sq)
+        errors.append(abs(_f32(ratio - ovr)))
+    best = errors.index(min(errors))  # first minimum, like torch.min
     extra_w = best + 1 if height < width else 0
     extra_h = best + 1 if height > width else 0
 
@@ -60,9 +77,8 @@ def rmac_levels(height: int, width: int, levels: int = 3, overlap: float = 0.4) 
 
 def _starts(length: int, side: int, half: int, count: int) -> tuple[int, ...]:
     """``count`` region starts spread evenly (reference rounding) along a side of ``length``."""
-    step = 0.0 if count == 1 else (length - side) / (count - 1)
-    centres = torch.floor(half + torch.arange(count, dtype=torch.float32) * step)
-    return tuple(int(c) - half for c in centres.tolist())
+    step = _f32(0.0 if count == 1 else (length - side) / (count - 1))
+    return tuple(math.floor(_f32(half + _f32(k * step))) - half for k in range(count))
 
 
 def rmac_regions(height: int, width: int, levels: int = 3, overlap: float = 0.4) -> list[tuple[int, int, int, int]]:

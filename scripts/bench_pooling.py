@@ -113,7 +113,8 @@ def main() -> None:
     print(f"\npooling cost, batch {args.batch}, torch {meta['torch']}, {meta['threads']} threads")
     print("| map | method | D | ms/batch | % of forward |\n|---|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['map']} | `{r['spec']}` | {r['dim']} | {r['ms_per_batch']:.2f} | {r['pct_of_forward']:.2f} |")
+        spec = r["spec"].replace("|", "\\|")  # keep the markdown table intact
+        print(f"| {r['map']} | `{spec}` | {r['dim']} | {r['ms_per_batch']:.2f} | {r['pct_of_forward']:.2f} |")
     fwds = {r["map"]: r["forward_ms"] for r in rows}
     print("forward ms/batch: " + ", ".join(f"{k}: {v:.0f}" for k, v in fwds.items()))
     if args.json:

@@ -168,10 +168,8 @@ def ref_scda(x, conn=8):
         agg = img.sum(axis=0)
         sel = agg > agg.mean()
         comps = _components(sel, conn)
-        if comps:
-            best = max(comps, key=len)  # first of the largest (max keeps the first on ties)
-        else:
-            best = [(i, j) for i in range(agg.shape[0]) for j in range(agg.shape[1])]
+        everything = [(i, j) for i in range(agg.shape[0]) for j in range(agg.shape[1])]
+        best = max(comps, key=len) if comps else everything  # max keeps the first of the largest
         desc = np.stack([img[:, i, j] for i, j in best], 1)
         out.append(np.concatenate([desc.mean(1), desc.max(1)]))
     return np.stack(out)
@@ -240,10 +238,20 @@ def test_lse_is_stable_for_large_values():
 @pytest.mark.parametrize(
     ("hw", "expected"),
     [
-        ((7, 7), [(0, 0, 7, 7), (0, 0, 7, 7), (0, 0, 4, 4), (0, 3, 4, 4), (3, 0, 4, 4), (3, 3, 4, 4)]
-         + [(t, s, 3, 3) for t in (0, 2, 4) for s in (0, 2, 4)]),
+        (
+            (7, 7),
+            [(0, 0, 7, 7), (0, 0, 7, 7), (0, 0, 4, 4), (0, 3, 4, 4), (3, 0, 4, 4), (3, 3, 4, 4)]
+            + [(t, s, 3, 3) for t in (0, 2, 4) for s in (0, 2, 4)],
+        ),
         ((1, 1), [(0, 0, 1, 1), (0, 0, 1, 1)]),
-        ((2, 3), [(0, 0, 2, 3), (0, 0, 2, 2), (0, 1, 2, 2)]),
+        # short side 2: level 1 → 2 squares of 2 along the long side; levels 2 and 3 → 1×1 cells on a
+        # 2×3 and 3×4 lattice (⌊-1 + k·b⌋ + 1 starts, so some repeat, exactly like the reference)
+        (
+            (2, 3),
+            [(0, 0, 2, 3), (0, 0, 2, 2), (0, 1, 2, 2)]
+            + [(t, s, 1, 1) for t in (0, 1) for s in (0, 1, 2)]
+            + [(t, s, 1, 1) for t in (0, 0, 1) for s in (0, 0, 1, 2)],
+        ),
     ],
 )
 def test_rmac_grid_hand_checked(hw, expected):
@@ -311,7 +319,7 @@ def test_scda_picks_the_largest_component_and_breaks_ties_in_raster_order():
     # diagonal neighbours join under 8-connectivity only
     d = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
     d[0, 0, 0, 0] = d[0, 0, 1, 1] = 1.0
-    d[0, 0, 3, 3] = 4.0
+    d[0, 0, 3, 2] = d[0, 0, 3, 3] = 4.0  # 8-conn: two components of 2, the first wins; 4-conn: this one
     assert PF.scda(d, connectivity=8)[0, 0].item() == pytest.approx(1.0)
     assert PF.scda(d, connectivity=4)[0, 0].item() == pytest.approx(4.0)
 
