@@ -6,6 +6,7 @@ grouped by shape so that batches need neither padding nor distortion; results co
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -196,15 +197,51 @@ class Extractor:
 
     def embed_iter(self, inputs: Iterable[ImageInput]) -> Iterator[Embedded]:
         """Stream (source, vector or error) in input order; memory stays bounded whatever the input size."""
+        return self._stream(inputs, post=True)
+
+    def fit(self, inputs: Iterable[ImageInput], limit: int = 2000) -> Extractor:
+        """Fit the pooling steps that learn from data (pwa channels, centre, PCA) on up to ``limit`` images.
+
+        Unusable images in the sample are skipped. Returns ``self``; the fitted parameters become part of
+        :meth:`config`, so an index stores them and rebuilds the same embedder.
+        """
+        sample = list(itertools.islice(inputs, limit))
+        if not self.pipeline.pool.fitted:
+            maps = (
+                self.feature_maps(it.pixels[None])
+                for it in self._load_stream(sample, prefetch=self.batch_size * 4)
+                if it.pixels is not None
+            )
+            self.pipeline.fit_pool(maps)
+        pooled = [e.vector for e in self._stream(sample, post=False) if e.vector is not None]
+        if not pooled:
+            raise ExtractorError("fit: none of the sample images could be used")
+        self.pipeline.fit(np.stack(pooled))
+        return self
+
+    # -- the embedding-function interface of pymilvus's model package (milvus-model) ------------------------
+    def __call__(self, images: Iterable[ImageInput]) -> list[np.ndarray]:
+        """Embed images as a list of 1-D float32 arrays (milvus-model's ``BaseEmbeddingFunction`` call)."""
+        return list(self.embed(list(images)))
+
+    def encode_documents(self, images: Iterable[ImageInput]) -> list[np.ndarray]:
+        """Vectors for the images to store (same as :meth:`encode_queries`: the embedding is symmetric)."""
+        return self(images)
+
+    def encode_queries(self, images: Iterable[ImageInput]) -> list[np.ndarray]:
+        """Vectors for query images."""
+        return self(images)
+
+    def _stream(self, inputs: Iterable[ImageInput], post: bool) -> Iterator[Embedded]:
         window = self.batch_size * 4
         buffer: list[_Loaded] = []
         for loaded in self._load_stream(inputs, prefetch=window):
             buffer.append(loaded)
             if len(buffer) >= window:
-                yield from self._embed_window(buffer)
+                yield from self._embed_window(buffer, post)
                 buffer = []
         if buffer:
-            yield from self._embed_window(buffer)
+            yield from self._embed_window(buffer, post)
 
     def preprocess(self, image: ImageInput) -> torch.Tensor:
         """One image → the uint8 ``[3, H, W]`` tensor the backbone sees (before normalisation)."""
@@ -262,7 +299,7 @@ class Extractor:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _embed_window(self, items: list[_Loaded]) -> Iterator[Embedded]:
+    def _embed_window(self, items: list[_Loaded], post: bool = True) -> Iterator[Embedded]:
         """Embed a window of decoded images, batching those of equal shape, and yield them in order."""
         vectors: dict[int, np.ndarray] = {}
         groups: dict[tuple[int, ...], list[_Loaded]] = {}
@@ -272,15 +309,18 @@ class Extractor:
         for group in groups.values():
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start : start + self.batch_size]
-                out = self._embed_pixels(torch.stack([c.pixels for c in chunk]))  # type: ignore[misc]
+                out = self._embed_pixels(torch.stack([c.pixels for c in chunk]), post)  # type: ignore[misc]
                 for c, v in zip(chunk, out, strict=True):
                     vectors[c.index] = v
         for it in items:
             yield Embedded(it.source, vectors.get(it.index), it.error, it.width, it.height)
 
     @torch.inference_mode()
-    def _embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """uint8 [B, 3, H, W] of one shape → vectors [B, D] (multi-scale: power mean of per-scale pools)."""
+    def _embed_pixels(self, pixels: torch.Tensor, post: bool = True) -> np.ndarray:
+        """uint8 [B, 3, H, W] of one shape → vectors [B, D] (multi-scale: power mean of per-scale pools).
+
+        With ``post=False`` the pooled vectors before the post-steps (what :meth:`fit` learns from).
+        """
         x = normalize(pixels.to(self.device, non_blocking=True), self.policy)
         if self.scales == (1.0,):
             pooled = self.pipeline.apply_pool(self._forward(x).float())
@@ -294,7 +334,8 @@ class Extractor:
                 acc = v if acc is None else acc + v
             acc = acc / len(self.scales)  # type: ignore[operator]
             pooled = acc.sign() * acc.abs().pow(1.0 / p)
-        return self.pipeline.apply_post(pooled).float().cpu().numpy()
+        out = self.pipeline.apply_post(pooled) if post else pooled
+        return out.float().cpu().numpy()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type != "cpu":

@@ -1,7 +1,9 @@
 """The ``poolvec`` command line: index folders of images into Milvus and search them by image.
 
-Exit codes: 0 success · 1 finished, but some files failed (partial) · 2 usage or config error ·
-3 Milvus backend unreachable or locked. Errors are one line on stderr (``--debug`` shows tracebacks).
+Every command is a thin layer over the Python API (``extractor.Extractor``, ``indexer.ImageIndex``,
+``pooling.build``). Exit codes: 0 success · 1 finished, but some files failed (partial) · 2 usage or config
+error · 3 Milvus backend unreachable or locked · 130 interrupted. Errors are one line on stderr
+(``--debug`` shows tracebacks).
 """
 
 from __future__ import annotations
@@ -9,20 +11,31 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from extractor import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_WEIGHTS, Extractor, ExtractorError
-from pooling import DEFAULT_SPEC, PoolingError
+from extractor import (
+    DEFAULT_BACKBONE,
+    DEFAULT_MAX_SIDE,
+    DEFAULT_WEIGHTS,
+    Extractor,
+    ExtractorError,
+    build_backbone,
+    iter_image_files,
+)
+from pooling import DEFAULT_SPEC, PoolingError, methods
 
+from . import render
 from .errors import BackendError, IndexerError
-from .index import DEFAULT_COLLECTION, DEFAULT_URI, ImageIndex, IndexReport
+from .index import DEFAULT_COLLECTION, DEFAULT_URI, Hit, ImageIndex
+from .sync import IndexReport
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_BACKEND = 0, 1, 2, 3
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 app = typer.Typer(
     name="poolvec",
@@ -40,6 +53,19 @@ TokenOpt = Annotated[str | None, typer.Option("--token", envvar="POOLVEC_TOKEN",
 CollOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+BackboneOpt = Annotated[str, typer.Option(help="Backbone: packaged, torchvision name, or timm/<name>.")]
+WeightsOpt = Annotated[str, typer.Option(help="'default', a torchvision weights name, a file, or 'none'.")]
+LayerOpt = Annotated[str | None, typer.Option(help="Feature-map layer (default: last conv stage).")]
+PoolingOpt = Annotated[
+    str, typer.Option("--pooling", help="Pooling spec, e.g. 'gem(p=3) | l2' (see `poolvec pooling`).")
+]
+MaxSideOpt = Annotated[int, typer.Option(help="Longer side of the network input (aspect ratio kept).")]
+SizeOpt = Annotated[int | None, typer.Option(help="Square input instead: resize to SIZE (with --crop: centre crop).")]
+CropOpt = Annotated[bool, typer.Option(help="With --size: shorter side to SIZE, then centre crop.")]
+ScalesOpt = Annotated[str, typer.Option(help="Input scales, comma-separated, e.g. '1,0.7071,0.5'.")]
+BatchOpt = Annotated[int, typer.Option(help="Images per forward pass.")]
+WorkersOpt = Annotated[int, typer.Option(help="Decode threads (0: decode in the main thread).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout, for scripts.")]
 
 
 @app.callback()
@@ -49,7 +75,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     return typer.Exit(code)
 
 
@@ -62,15 +88,65 @@ def _run(fn):
     except BackendError as e:
         if _state["debug"]:
             raise
-        raise _fail(str(e), EXIT_BACKEND) from None
+        raise _fail(_escape(str(e)), EXIT_BACKEND) from None
     except (IndexerError, ExtractorError, PoolingError) as e:
         if _state["debug"]:
             raise
-        raise _fail(str(e), EXIT_USAGE) from None
+        raise _fail(_escape(str(e)), EXIT_USAGE) from None
     except KeyboardInterrupt:
         raise _fail(
-            "interrupted; what was indexed so far is kept — run the same command again to finish", 130
+            "interrupted; what was indexed so far is kept — run the same command again to finish", EXIT_INTERRUPTED
         ) from None
+
+
+def _escape(text: str) -> str:
+    """Keep rich from reading ``[...]`` in messages (file names, expressions) as markup."""
+    return text.replace("[", r"\[")
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise IndexerError(f"--scales must be comma-separated numbers, got {text!r}") from None
+
+
+def _extractor(
+    backbone: str,
+    weights: str,
+    layer: str | None,
+    pooling: str,
+    max_side: int,
+    size: int | None,
+    crop: bool,
+    scales: str,
+    batch_size: int,
+    workers: int,
+    device: str,
+) -> Extractor:
+    return Extractor(
+        backbone=backbone,
+        weights=None if weights.lower() == "none" else weights,
+        layer=layer,
+        pooling=pooling,
+        max_side=max_side,
+        size=size,
+        crop=crop,
+        scales=_scales(scales),
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+    )
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise IndexerError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    return i, n
 
 
 @app.command()
@@ -79,65 +155,73 @@ def index(
     db: DbOpt = DEFAULT_URI,
     token: TokenOpt = None,
     collection: CollOpt = DEFAULT_COLLECTION,
-    backbone: Annotated[str, typer.Option(help="Backbone for a new index.")] = DEFAULT_BACKBONE,
-    weights: Annotated[str, typer.Option(help="'default', a torchvision weights name, a file, or 'none'.")] = (
-        DEFAULT_WEIGHTS
-    ),
-    layer: Annotated[str | None, typer.Option(help="Feature-map layer (default: last conv stage).")] = None,
-    pooling: Annotated[str, typer.Option("--pooling", help="Pooling spec, e.g. 'gem(p=3) | l2'.")] = DEFAULT_SPEC,
-    max_side: Annotated[int, typer.Option(help="Longer side of the network input (aspect kept).")] = DEFAULT_MAX_SIDE,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
-    workers: Annotated[int, typer.Option(help="Decode threads.")] = 1,
+    backbone: BackboneOpt = DEFAULT_BACKBONE,
+    weights: WeightsOpt = DEFAULT_WEIGHTS,
+    layer: LayerOpt = None,
+    pooling: PoolingOpt = DEFAULT_SPEC,
+    max_side: MaxSideOpt = DEFAULT_MAX_SIDE,
+    size: SizeOpt = None,
+    crop: CropOpt = False,
+    scales: ScalesOpt = "1",
+    batch_size: BatchOpt = 16,
+    workers: WorkersOpt = 1,
     device: DeviceOpt = "auto",
     recursive: Annotated[bool, typer.Option(help="Descend into sub-folders.")] = True,
+    prune: Annotated[bool, typer.Option(help="Delete entries whose files are gone.")] = False,
+    shard: Annotated[
+        str | None, typer.Option(help="I/N: index only shard I of N (split a job across processes).")
+    ] = None,
     failures: Annotated[Path | None, typer.Option(help="Write failed files and reasons (TSV) here.")] = None,
+    as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Index images: new and changed files are embedded, unchanged ones skipped. Exit 1 if some failed."""
+    """Sync folders into the index: new and changed files are embedded, unchanged skipped. Exit 1 if some failed.
+
+    A new index is built with the given backbone/pooling options; an existing one keeps its own, and options
+    that differ from it are refused.
+    """
 
     def body() -> int:
-        idx = ImageIndex(db, collection, token=token, batch_size=batch_size, workers=workers, device=device)
-        if idx.config is None or _explicit(backbone, weights, layer, pooling, max_side):
-            ex = Extractor(
-                backbone=backbone,
-                weights=None if weights.lower() == "none" else weights,
-                layer=layer,
-                pooling=pooling,
-                max_side=max_side,
-                batch_size=batch_size,
-                workers=workers,
-                device=device,
+        part = _shard(shard)
+        runtime = {"batch_size": batch_size, "workers": workers, "device": device}
+        idx = ImageIndex(db, collection, token=token, **runtime)
+        asked = (backbone, weights, layer, pooling, max_side, size, crop, scales)
+        if idx.config is None or asked != (
+            DEFAULT_BACKBONE,
+            DEFAULT_WEIGHTS,
+            None,
+            DEFAULT_SPEC,
+            DEFAULT_MAX_SIDE,
+            None,
+            False,
+            "1",
+        ):
+            ex = _extractor(
+                backbone, weights, layer, pooling, max_side, size, crop, scales, batch_size, workers, device
             )
             idx = ImageIndex(db, collection, token=token, extractor=ex)
         total = IndexReport()
         for folder in folders:
-            report = _with_progress(idx, folder, recursive, quiet)
-            total.added += report.added
-            total.updated += report.updated
-            total.unchanged += report.unchanged
-            total.failed.extend(report.failed)
-        _print_report(total, idx)
+            total.merge(_with_progress(idx, folder, recursive, prune, part, quiet or as_json))
         if failures is not None:
             failures.write_text("".join(f"{p}\t{r}\n" for p, r in total.failed))
+        if as_json:
+            summary = {k: getattr(total, k) for k in ("added", "updated", "unchanged", "removed", "reused")}
+            summary["failed"] = [{"path": p, "reason": r} for p, r in total.failed]
+            summary["count"] = len(idx)
+            sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        else:
+            _print_report(total, idx)
         return EXIT_OK if total.ok else EXIT_PARTIAL
 
     raise typer.Exit(_run(body))
 
 
-def _explicit(backbone: str, weights: str, layer: str | None, pooling: str, max_side: int) -> bool:
-    """Whether the user asked for a specific embedding config (then it is checked against the index)."""
-    return (backbone, weights, layer, pooling, max_side) != (
-        DEFAULT_BACKBONE,
-        DEFAULT_WEIGHTS,
-        None,
-        DEFAULT_SPEC,
-        DEFAULT_MAX_SIDE,
-    )
-
-
-def _with_progress(idx: ImageIndex, folder: Path, recursive: bool, quiet: bool) -> IndexReport:
+def _with_progress(
+    idx: ImageIndex, folder: Path, recursive: bool, prune: bool, shard: tuple[int, int] | None, quiet: bool
+) -> IndexReport:
     if quiet or not err.is_terminal:
-        return idx.add_folder(folder, recursive=recursive)
+        return idx.add_folder(folder, recursive=recursive, prune=prune, shard=shard)
     columns = (
         TextColumn("[bold]indexing[/]"),
         BarColumn(),
@@ -154,53 +238,143 @@ def _with_progress(idx: ImageIndex, folder: Path, recursive: bool, quiet: bool) 
             speed = bar.tasks[0].speed
             bar.update(task, completed=done, total=total, rate=f"{speed:.1f} files/s" if speed else "")
 
-        return idx.add_folder(folder, recursive=recursive, progress=update)
+        return idx.add_folder(folder, recursive=recursive, prune=prune, shard=shard, progress=update)
 
 
 def _print_report(report: IndexReport, idx: ImageIndex) -> None:
     table = Table(title=f"{idx.uri} · {idx.collection}", show_header=True)
-    for col in ("added", "updated", "unchanged", "failed", "in index"):
+    names = ("added", "updated", "unchanged", "removed", "reused", "failed", "in index")
+    for col in names:
         table.add_column(col, justify="right")
-    table.add_row(str(report.added), str(report.updated), str(report.unchanged), str(len(report.failed)), str(len(idx)))
+    counts = [report.added, report.updated, report.unchanged, report.removed, report.reused, len(report.failed)]
+    table.add_row(*(str(c) for c in counts), str(len(idx)))
     out.print(table)
     for path, reason in report.failed:
-        err.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]skipped[/] {_escape(path)}: {_escape(reason)}", highlight=False, soft_wrap=True)
+
+
+def _hit_json(rank: int, h: Hit) -> dict[str, Any]:
+    return {"rank": rank, "path": h.path, "score": h.score, "id": h.id, **h.meta}
 
 
 @app.command()
 def search(
     queries: Annotated[list[Path], typer.Argument(help="Query images.")],
     k: Annotated[int, typer.Option("-k", "--top-k", help="Results per query.")] = 10,
+    under: Annotated[Path | None, typer.Option(help="Only images under this folder.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Drop hits below this similarity.")] = None,
+    where: Annotated[str | None, typer.Option(help="Raw Milvus filter expression (experts).")] = None,
+    qe: Annotated[int, typer.Option("--qe", help="Query expansion over the top N hits (0: off).")] = 0,
     db: DbOpt = DEFAULT_URI,
     token: TokenOpt = None,
     collection: CollOpt = DEFAULT_COLLECTION,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output for scripts.")] = False,
+    as_json: JsonOpt = False,
+    grid: Annotated[Path | None, typer.Option(help="Also draw the queries and hits as a contact sheet (PNG).")] = None,
+    html: Annotated[Path | None, typer.Option(help="Also write a self-contained HTML page of the results.")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Find the indexed images most similar to each query image."""
 
     def body() -> int:
         idx = ImageIndex(db, collection, token=token, device=device)
-        results = idx.search_many([str(q) for q in queries], k=k)
+        names = [str(q) for q in queries]
+        results = idx.search_many(names, k=k, under=under, min_score=min_score, where=where, qe=qe)
+        pairs = list(zip(names, results, strict=True))
+        if grid is not None:
+            render.search_sheet(pairs, grid)
+        if html is not None:
+            render.search_html(pairs, html)
         if as_json:
-            payload = [
-                {
-                    "query": str(q),
-                    "hits": [{"rank": r, "path": h.path, "score": h.score, "id": h.id} for r, h in enumerate(hits, 1)],
-                }
-                for q, hits in zip(queries, results, strict=True)
-            ]
+            payload = [{"query": q, "hits": [_hit_json(r, h) for r, h in enumerate(hits, 1)]} for q, hits in pairs]
             sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
             return EXIT_OK
-        for q, hits in zip(queries, results, strict=True):
+        for q, hits in pairs:
             table = Table(title=f"query: {q}", show_header=True)
             table.add_column("rank", justify="right")
             table.add_column("score", justify="right")
             table.add_column("path", overflow="fold")
             for r, h in enumerate(hits, 1):
-                table.add_row(str(r), f"{h.score:.4f}", h.path)
+                table.add_row(str(r), f"{h.score:.4f}", _escape(h.path))
             out.print(table)
         return EXIT_OK
+
+    raise typer.Exit(_run(body))
+
+
+@app.command()
+def dups(
+    threshold: Annotated[float, typer.Option(help="Similarity at or above which images are near-duplicates.")] = 0.9,
+    k: Annotated[int, typer.Option("-k", help="Neighbours examined per image.")] = 10,
+    under: Annotated[Path | None, typer.Option(help="Only images under this folder.")] = None,
+    db: DbOpt = DEFAULT_URI,
+    token: TokenOpt = None,
+    collection: CollOpt = DEFAULT_COLLECTION,
+    as_json: JsonOpt = False,
+    grid: Annotated[Path | None, typer.Option(help="Also draw the groups as a contact sheet (PNG).")] = None,
+    html: Annotated[Path | None, typer.Option(help="Also write a self-contained HTML page of the groups.")] = None,
+) -> None:
+    """Groups of duplicate images in the index: exact copies (same bytes) first, then near-duplicates."""
+
+    def body() -> int:
+        groups = ImageIndex(db, collection, token=token).find_duplicates(threshold, k=k, under=under)
+        if grid is not None:
+            render.duplicates_sheet(groups, grid)
+        if html is not None:
+            render.duplicates_html(groups, html)
+        if as_json:
+            payload = [{"kind": g.kind, "score": g.score, "paths": g.paths} for g in groups]
+            sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+            return EXIT_OK
+        if not groups:
+            out.print("no duplicates found")
+        for n, g in enumerate(groups, 1):
+            label = "exact (same bytes)" if g.kind == "exact" else f"near (similarity ≥ {g.score:.3f})"
+            out.print(f"[bold]group {n}[/]: {label}")
+            for p in g.paths:
+                out.print(f"  {_escape(p)}", highlight=False, soft_wrap=True)
+        return EXIT_OK
+
+    raise typer.Exit(_run(body))
+
+
+@app.command()
+def embed(
+    files: Annotated[list[Path], typer.Argument(help="Images, or folders of images.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Vectors as a .npy file [N, D] float32.")],
+    paths_out: Annotated[Path | None, typer.Option(help="One path per row (default: OUT with .txt).")] = None,
+    backbone: BackboneOpt = DEFAULT_BACKBONE,
+    weights: WeightsOpt = DEFAULT_WEIGHTS,
+    layer: LayerOpt = None,
+    pooling: PoolingOpt = DEFAULT_SPEC,
+    max_side: MaxSideOpt = DEFAULT_MAX_SIDE,
+    size: SizeOpt = None,
+    crop: CropOpt = False,
+    scales: ScalesOpt = "1",
+    batch_size: BatchOpt = 16,
+    workers: WorkersOpt = 1,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Embed images into a .npy file (and a paths file) without Milvus. Exit 1 if some failed."""
+
+    def body() -> int:
+        ex = _extractor(backbone, weights, layer, pooling, max_side, size, crop, scales, batch_size, workers, device)
+        inputs = [str(p) for f in files for p in (iter_image_files(f) if f.is_dir() else [f])]
+        if ex.pipeline.needs_fit:
+            ex.fit(inputs)
+        vectors, names, failed = [], [], 0
+        for item in ex.embed_iter(inputs):
+            if item.error is not None:
+                failed += 1
+                err.print(f"[yellow]skipped[/] {_escape(item.source)}: {_escape(item.error)}", highlight=False)
+                continue
+            vectors.append(item.vector)
+            names.append(item.source)
+        arr = np.stack(vectors) if vectors else np.zeros((0, ex.dim), np.float32)
+        np.save(out_path, arr)
+        listing = paths_out or out_path.with_suffix(".txt")
+        listing.write_text("".join(n + "\n" for n in names), encoding="utf-8")
+        out.print(f"wrote {arr.shape[0]}×{arr.shape[1]} vectors to {out_path} and paths to {listing}")
+        return EXIT_PARTIAL if failed else EXIT_OK
 
     raise typer.Exit(_run(body))
 
@@ -210,7 +384,7 @@ def info(
     db: DbOpt = DEFAULT_URI,
     token: TokenOpt = None,
     collection: CollOpt = DEFAULT_COLLECTION,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """What the index holds and how it was built (backbone, weights, pooling, dimension, backend)."""
 
@@ -232,12 +406,13 @@ def info(
             ("backbone", f"{cfg.get('backbone')} ({cfg.get('weights_id')})" if cfg else "—"),
             ("layer", str(cfg.get("node", "—"))),
             ("input", json.dumps(cfg.get("input")) if cfg else "—"),
+            ("scales", json.dumps(cfg.get("scales")) if cfg else "—"),
             ("pooling", str(cfg.get("pooling", {}).get("spec", "—")) if cfg else "—"),
             ("vector index", f"{data['vector_index']['kind']} {data['vector_index']['params']}"),
             ("fingerprint", str(data["fingerprint"])),
         ]
         for name, value in rows:
-            table.add_row(name, value)
+            table.add_row(name, _escape(value))
         out.print(table)
         if not cfg:
             err.print("the index is empty: run `poolvec index FOLDER`")
@@ -266,6 +441,71 @@ def drop(
         return EXIT_OK
 
     raise typer.Exit(_run(body))
+
+
+@app.command()
+def reroot(
+    old: Annotated[Path, typer.Argument(help="Folder the indexed photos used to be in.")],
+    new: Annotated[Path, typer.Argument(help="Folder they are in now.")],
+    db: DbOpt = DEFAULT_URI,
+    token: TokenOpt = None,
+    collection: CollOpt = DEFAULT_COLLECTION,
+) -> None:
+    """Point entries under OLD to the same files under NEW (photos moved), without re-embedding."""
+
+    def body() -> int:
+        moved = ImageIndex(db, collection, token=token).reroot(old, new)
+        out.print(f"moved {moved} entries from {old} to {new}")
+        return EXIT_OK
+
+    raise typer.Exit(_run(body))
+
+
+@app.command("pooling")
+def pooling_command(
+    backbone: BackboneOpt = DEFAULT_BACKBONE,
+    weights: WeightsOpt = "none",
+    layer: LayerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The pooling methods and post-steps, their parameters, and output dimension for a backbone."""
+
+    def body() -> int:
+        channels = build_backbone(backbone, None if weights.lower() == "none" else weights, layer).spec.channels
+        rows = []
+        for m in methods():
+            params = ", ".join(f"{p['name']}={p['default']}" for p in m["params"])
+            spec = f"{m['name']}({params})" if params else m["name"]
+            dim = _dim_for(spec, channels) if m["kind"] == "pool" else m["dim"]
+            rows.append({**m, "spec": spec, "out_dim": dim})
+        if as_json:
+            sys.stdout.write(json.dumps({"backbone": backbone, "channels": channels, "methods": rows}, indent=2) + "\n")
+            return EXIT_OK
+        table = Table(title=f"pooling for {backbone} (C = {channels} channels); default: {DEFAULT_SPEC}")
+        for col in ("method", "kind", "dimension", "formula", "needs fit", "what it does"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(
+                _escape(r["spec"]),
+                r["kind"],
+                str(r["out_dim"]),
+                r["dim"],
+                "yes" if r["needs_fit"] else "",
+                r["summary"],
+            )
+        out.print(table)
+        return EXIT_OK
+
+    raise typer.Exit(_run(body))
+
+
+def _dim_for(spec: str, channels: int) -> int | str:
+    from pooling import build
+
+    try:
+        return build(spec).out_dim(channels)
+    except PoolingError:
+        return "?"
 
 
 @app.command("eval")
@@ -309,13 +549,13 @@ def eval_command(
         table = Table(
             title=f"{gt.kind}: {result['queries']} queries, {result['database']} database images, k={result['k']} (%)"
         )
-        table.add_column("setup")
+        setups = result["setups"]
+        table.add_column("metric")
+        for setup in setups:
+            table.add_column(setup, justify="right")
         for name in result["metrics"]:
-            table.add_column(name, justify="right")
-        table.add_column("queries", justify="right")
-        for setup, row in result["setups"].items():
-            cells = ["—" if row[n] is None else f"{100 * row[n]:.2f}" for n in result["metrics"]]
-            table.add_row(setup, *cells, str(row["evaluated"]))
+            table.add_row(name, *("—" if s[name] is None else f"{100 * s[name]:.2f}" for s in setups.values()))
+        table.add_row("queries scored", *(str(s["evaluated"]) for s in setups.values()))
         out.print(table)
         return EXIT_PARTIAL if failed else EXIT_OK
 

@@ -23,7 +23,7 @@ from extractor import IMAGE_EXTENSIONS, Extractor, ExtractorError, ImageInput, i
 from . import duplicates, filters, sync
 from .config import FORMAT_VERSION, diff, fingerprint, with_provenance
 from .duplicates import DuplicateGroup
-from .errors import ConfigMismatchError, IndexerError
+from .errors import BackendError, ConfigMismatchError, IndexerError
 from .store import META_FIELDS, MilvusStore, VectorIndex
 from .sync import IndexReport, Progress
 
@@ -53,6 +53,7 @@ class ImageIndex:
         vector_index: the Milvus vector index for a new collection (HNSW by default).
         batch_size, workers, device: runtime settings for the rebuilt extractor (they do not change vectors).
         timeout: seconds to wait for a Milvus server.
+        fit_limit: images sampled (evenly) from the first folder to fit pooling that learns from data (PCA…).
     """
 
     def __init__(
@@ -67,11 +68,13 @@ class ImageIndex:
         workers: int = 1,
         device: str = "auto",
         timeout: float = 10.0,
+        fit_limit: int = 2000,
     ) -> None:
         self.uri = os.fspath(uri)
         self.collection = collection
         self.store = MilvusStore(self.uri, collection, token=token, timeout=timeout)
         self._runtime = {"batch_size": batch_size, "workers": workers, "device": device}
+        self.fit_limit = fit_limit
         self._extractor = extractor
         self._config: dict[str, Any] | None = None
         self._fingerprint: str | None = None
@@ -116,14 +119,24 @@ class ImageIndex:
                 + ". Use the same settings, or another --collection / --db."
             )
 
-    def _ensure_collection(self) -> None:
+    def _ensure_collection(self, sample: list[str]) -> None:
+        """Create the collection on first write; pooling that learns from data is fitted on ``sample`` first."""
         if self._config is not None:
             return
         ex = self.extractor
         if ex.pipeline.needs_fit:
-            raise IndexerError(f"pooling '{ex.pipeline}' needs fitting before indexing; fit it first")
+            if not sample:
+                raise IndexerError(f"pooling '{ex.pipeline}' learns from data: index a folder of images first")
+            ex.fit(sample[:: max(1, len(sample) // self.fit_limit)], limit=self.fit_limit)
         config = with_provenance(ex.config())
-        self.store.create(ex.dim, config, fingerprint(config), self.vector_index)
+        try:
+            self.store.create(ex.dim, config, fingerprint(config), self.vector_index)
+        except BackendError:
+            if not self.store.exists():  # not a race with another shard creating the same collection
+                raise
+            self._config, self._fingerprint, self.vector_index = self.store.read_config()
+            self._check(ex)
+            return
         self._config, self._fingerprint = config, fingerprint(config)
 
     # -- writing -------------------------------------------------------------------------------------------
@@ -135,12 +148,15 @@ class ImageIndex:
         extensions: Iterable[str] = IMAGE_EXTENSIONS,
         follow_symlinks: bool = False,
         prune: bool = False,
+        shard: tuple[int, int] | None = None,
         progress: Progress | None = None,
     ) -> IndexReport:
         """Sync the images under ``root`` into the index.
 
         New and changed files (by path, size, mtime) are embedded, unchanged ones skipped, files whose content
         is already indexed reuse that vector; with ``prune`` the rows of files that are gone are deleted.
+        ``shard=(i, n)`` takes only this process's share of the files (stable by path), so n processes or
+        machines can split one job into the same Milvus server.
         """
         top = Path(root).expanduser().absolute()
         if not top.exists():
@@ -148,6 +164,9 @@ class ImageIndex:
         scan = iter_image_files(top, recursive=recursive, extensions=extensions, follow_symlinks=follow_symlinks)
         files = [str(p) for p in scan]
         base = str(top if top.is_dir() else top.parent)
+        self._ensure_collection(files)
+        if shard is not None:
+            files = _shard(files, *shard)
         report = self._sync(files, [base] * len(files), progress)
         if prune and top.is_dir():
             report.removed = sync.prune(self.store, base)
@@ -159,7 +178,7 @@ class ImageIndex:
         return self._sync(files, [os.path.dirname(p) for p in files], progress)
 
     def _sync(self, files: list[str], roots: list[str], progress: Progress | None) -> IndexReport:
-        self._ensure_collection()
+        self._ensure_collection(files)
         return sync.sync(self.store, self.extractor, files, roots, progress)
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
@@ -317,3 +336,10 @@ class ImageIndex:
 
     def __repr__(self) -> str:
         return f"ImageIndex({self.uri!r}, collection={self.collection!r})"
+
+
+def _shard(files: list[str], i: int, n: int) -> list[str]:
+    """The files of shard ``i`` of ``n`` (by the stable path id, so every process agrees)."""
+    if not (n >= 1 and 0 <= i < n):
+        raise IndexerError(f"shard must be I/N with 0 ≤ I < N, got {i}/{n}")
+    return [f for f in files if sync.path_id(f) % n == i]

@@ -78,3 +78,84 @@ def test_console_script_exit_codes(tmp_path, photos):
     assert json.loads(hit.stdout)[0]["hits"][0]["path"] == str(photos / "rocket.jpg")
     missing = subprocess.run([POOLVEC, "index", str(tmp_path / "nope"), "--db", db], capture_output=True, text=True)
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_search_grid_and_html_render_results(tmp_path, photos, query_dir):
+    db = str(tmp_path / "g.db")
+    assert runner.invoke(app, ["index", str(photos), "--db", db, "-q"]).exit_code == 0
+    grid, page = tmp_path / "sheet.png", tmp_path / "hits.html"
+    queries = [str(query_dir / "coffee_edit.jpg"), str(query_dir / "rocket_edit.jpg")]
+    res = runner.invoke(app, ["search", *queries, "-k", "4", "--db", db, "--grid", str(grid), "--html", str(page)])
+    assert res.exit_code == 0, res.output
+    from PIL import Image
+
+    sheet = Image.open(grid)
+    assert sheet.size == (6 + 5 * (160 + 6), 6 + 2 * (160 + 34 + 6))  # 2 rows: query + 4 hits each
+    text = page.read_text()
+    assert text.count("<figure") == 10 and "data:image/jpeg;base64," in text
+    assert str(photos / "coffee.jpg") in text
+
+
+def test_dups_json_and_html_escape_file_names(tmp_path, photos):
+    shutil.copy(photos / "china.jpg", photos / "<script>alert(1)<script>.jpg")
+    db = str(tmp_path / "d.db")
+    assert runner.invoke(app, ["index", str(photos), "--db", db, "-q"]).exit_code == 0
+    page = tmp_path / "dups.html"
+    res = runner.invoke(app, ["dups", "--db", db, "--json", "--html", str(page)])
+    assert res.exit_code == 0, res.output
+    groups = json.loads(res.stdout)
+    assert groups[0]["kind"] == "exact" and len(groups[0]["paths"]) == 2
+    html_text = page.read_text()
+    assert "<script>alert" not in html_text and "&lt;script&gt;alert(1)&lt;script&gt;.jpg" in html_text
+
+
+def test_embed_writes_vectors_and_paths(tmp_path, photos, extractor):
+    out_file = tmp_path / "v.npy"
+    (photos / "bad.jpg").write_bytes(b"\x00" * 10)
+    res = runner.invoke(app, ["embed", str(photos), "--out", str(out_file)])
+    assert res.exit_code == 1  # one file skipped
+    import numpy as np
+
+    vectors = np.load(out_file)
+    names = (tmp_path / "v.txt").read_text().splitlines()
+    assert vectors.shape == (11, 1280) and len(names) == 11 and str(photos / "bad.jpg") not in names
+    np.testing.assert_allclose(
+        vectors[names.index(str(photos / "flower.jpg"))], extractor.embed(photos / "flower.jpg")[0], atol=1e-5
+    )
+
+
+def test_pooling_command_lists_methods_with_dimensions():
+    res = runner.invoke(app, ["pooling", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    dims = {m["name"]: m["out_dim"] for m in data["methods"]}
+    assert data["channels"] == 1280 and dims["gem"] == 1280 and dims["catavgmax"] == 2560
+    assert dims["spp"] == 1280 * (1 + 4 + 16)
+
+
+def test_index_json_prune_reroot_drop(tmp_path, photos):
+    db = str(tmp_path / "j.db")
+    res = runner.invoke(app, ["index", str(photos), "--db", db, "--json"])
+    assert json.loads(res.stdout)["added"] == 11
+    (photos / "retina.jpg").unlink()
+    res = runner.invoke(app, ["index", str(photos), "--db", db, "--json", "--prune"])
+    summary = json.loads(res.stdout)
+    assert (summary["removed"], summary["unchanged"], summary["count"]) == (1, 10, 10)
+    moved = tmp_path / "moved"
+    shutil.move(photos, moved)
+    assert runner.invoke(app, ["reroot", str(photos), str(moved), "--db", db]).exit_code == 0
+    res = runner.invoke(app, ["index", str(moved), "--db", db, "--json"])
+    assert json.loads(res.stdout)["unchanged"] == 10
+    assert runner.invoke(app, ["drop", "--db", db], input="n\n").exit_code == 2
+    assert runner.invoke(app, ["drop", "--db", db, "--yes"]).exit_code == 0
+    assert json.loads(runner.invoke(app, ["info", "--db", db, "--json"]).stdout)["count"] == 0
+
+
+def test_shards_split_one_job(tmp_path, photos):
+    db = str(tmp_path / "sh.db")
+    counts = []
+    for i in range(3):
+        res = runner.invoke(app, ["index", str(photos), "--db", db, "--json", "--shard", f"{i}/3"])
+        counts.append(json.loads(res.stdout)["added"])
+    assert sum(counts) == 11 and max(counts) < 11
+    assert runner.invoke(app, ["index", str(photos), "--db", db, "--shard", "3/3"]).exit_code == 2

@@ -79,3 +79,31 @@ def test_square_policy_and_other_backbone(photo_dir):
     ex = Extractor("resnet18", weights=None, size=224, crop=True, pooling="mac | l2")
     v = ex.embed(sorted(photo_dir.glob("*.jpg"))[:2])
     assert v.shape == (2, 512) and ex.config()["input"]["size"] == 224
+
+
+def test_milvus_model_embedding_function_interface(extractor, photo_dir):
+    paths = [str(p) for p in sorted(photo_dir.glob("*.jpg"))[:2]]
+    docs = extractor.encode_documents(paths)
+    queries = extractor.encode_queries(paths)
+    assert isinstance(docs, list) and len(docs) == 2 and docs[0].shape == (extractor.dim,)
+    np.testing.assert_array_equal(docs[0], queries[0])
+    np.testing.assert_array_equal(extractor(paths)[1], docs[1])
+    try:
+        from milvus_model.base import BaseEmbeddingFunction
+    except ImportError:
+        return
+    for name in ("__call__", "encode_queries"):  # the abstract methods of milvus-model's base class
+        assert callable(getattr(extractor, name)) and hasattr(BaseEmbeddingFunction, name)
+
+
+def test_fit_pca_pooling_on_real_photos(photo_dir):
+    ex = Extractor(pooling="gem(p=3) | l2 | pca(dim=8, whiten=true) | l2", max_side=160)
+    assert ex.pipeline.needs_fit and ex.dim == 8
+    with pytest.raises(Exception, match="fit"):
+        ex.embed(sorted(photo_dir.glob("*.jpg"))[0])
+    ex.fit(sorted(photo_dir.glob("*.jpg")))
+    v = ex.embed(sorted(photo_dir.glob("*.jpg")))
+    assert v.shape == (11, 8)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    again = Extractor.from_config(ex.config())
+    np.testing.assert_allclose(again.embed(sorted(photo_dir.glob("*.jpg"))), v, atol=1e-6)
