@@ -130,9 +130,8 @@ class Extractor:
         self.max_pixels = max_pixels
         self.device = pick_device(device)
         self.precision = precision
-        self.backbone.to(self.device)
-        if self.device.type != "cpu":
-            self.backbone.to(memory_format=torch.channels_last)
+        # channels_last: 2–3× faster convolutions on CPU (oneDNN) and tensor cores on GPU (docs/BENCHMARKS.md).
+        self.backbone.to(self.device, memory_format=torch.channels_last)
 
     # -- description -------------------------------------------------------------------------------------
     @property
@@ -338,8 +337,7 @@ class Extractor:
         return out.float().cpu().numpy()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.device.type != "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             return self.backbone(x)
 

@@ -1,0 +1,160 @@
+"""Extraction throughput: decode only, forward only, the full pipeline, and the one-image-at-a-time baseline.
+
+    python scripts/bench_extract.py                       # 1024×768 and 3000×2000 JPEGs made from real photos
+    python scripts/bench_extract.py --folder ~/photos --runs 5 --json out.json
+
+The baseline is the recipe of the Milvus bootcamp / towhee / img2vec: PIL decode at full size, resize 256 +
+centre crop 224, batch of one, global average pooling — with the same packaged EfficientNet-Lite0 weights.
+All numbers come from one process run; each is the median of ``--runs`` runs (images/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from extractor import Extractor, iter_image_files  # noqa: E402
+from extractor.images import load_image  # noqa: E402
+from extractor.preprocess import resize, to_tensor  # noqa: E402
+
+SIZES = {"1024x768": (1024, 768), "3000x2000": (3000, 2000)}
+
+
+def make_folder(folder: Path, size: tuple[int, int], count: int) -> list[Path]:
+    """``count`` real photos (scikit-image/scikit-learn, varied crops) upscaled to ``size``, JPEG quality 90."""
+    from sample_photos import sample_photos
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = list(sample_photos().values())
+    paths = []
+    for i in range(count):
+        path = folder / f"img_{i:03d}.jpg"
+        paths.append(path)
+        if path.exists():
+            continue
+        img = Image.fromarray(photos[i % len(photos)])
+        w, h = img.size
+        j = i // len(photos)
+        img = img.crop((j * w // 30, j * h // 40, w - j * w // 50, h)).resize(size, Image.Resampling.LANCZOS)
+        if i % 4 == 3:  # some portrait photos too
+            img = img.transpose(Image.Transpose.ROTATE_90)
+        img.save(path, quality=90)
+    return paths
+
+
+def rate(fn, n: int, runs: int) -> float:
+    """Median images/s of ``fn()`` processing ``n`` images, over ``runs`` runs (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return n / statistics.median(times)
+
+
+def baseline_embed(model: torch.nn.Module, paths: list[Path]) -> np.ndarray:
+    """One image at a time: full decode, resize 256, centre crop 224, [-1,1] input, average pooling, L2."""
+    from torchvision import transforms
+
+    tf = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize([0.5] * 3, [0.5] * 3),
+        ]
+    )
+    out = []
+    with torch.no_grad():
+        for p in paths:
+            x = tf(Image.open(p).convert("RGB"))[None]
+            v = model.forward_features(x).mean((2, 3))
+            out.append(F.normalize(v, dim=1)[0].numpy())
+    return np.stack(out)
+
+
+def bench(paths: list[Path], runs: int, batch_size: int, workers: int) -> dict[str, float]:
+    ex = Extractor(batch_size=batch_size, workers=workers, device="cpu")
+    policy = ex.policy
+    n = len(paths)
+
+    def decode() -> list[torch.Tensor]:
+        return [to_tensor(resize(load_image(p, target=policy.target_size), policy)) for p in paths]
+
+    pixels = decode()
+    groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
+    for t in pixels:
+        groups.setdefault(tuple(t.shape), []).append(t)
+
+    def forward() -> None:
+        for group in groups.values():
+            for s in range(0, len(group), batch_size):
+                ex._embed_pixels(torch.stack(group[s : s + batch_size]))
+
+    model = ex.backbone.model
+    results = {
+        "decode": rate(decode, n, runs),
+        "forward": rate(forward, n, runs),
+        "full": rate(lambda: ex.embed(paths), n, runs),
+        "baseline": rate(lambda: baseline_embed(model, paths), n, max(1, runs // 2)),
+    }
+    results["full/forward"] = results["full"] / results["forward"]
+    results["full/baseline"] = results["full"] / results["baseline"]
+    results["shapes"] = len(groups)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, help="benchmark this folder instead of generated photos")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/poolvec-bench-extract"))
+    parser.add_argument("--count", type=int, default=48, help="images per generated size")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sets = (
+        {args.folder.name: sorted(iter_image_files(args.folder))}
+        if args.folder
+        else {name: make_folder(args.cache / name, size, args.count) for name, size in SIZES.items()}
+    )
+    table = {name: bench(paths, args.runs, args.batch_size, args.workers) for name, paths in sets.items()}
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {args.workers} decode workers",
+        "torch": torch.__version__,
+        "batch_size": args.batch_size,
+    }
+    print(f"# {meta}")
+    print("| set | images | shapes | decode img/s | forward img/s | full img/s | full/forward | baseline img/s | full/baseline |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in table.items():
+        print(
+            f"| {name} | {len(sets[name])} | {r['shapes']} | {r['decode']:.1f} | {r['forward']:.1f} | {r['full']:.1f} | "
+            f"{r['full/forward']:.2f} | {r['baseline']:.1f} | {r['full/baseline']:.2f}× |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"meta": meta, "results": table}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
