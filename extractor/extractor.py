@@ -26,7 +26,7 @@ from pooling import from_dict as pooling_from_dict
 
 from .backbones import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, Backbone, build_backbone
 from .errors import ExtractorError, ImageError
-from .images import DEFAULT_MAX_PIXELS, load_image, to_rgb
+from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image, to_rgb
 from .preprocess import DEFAULT_MAX_SIDE, InputPolicy, normalize, resize, to_tensor
 
 #: What :meth:`Extractor.embed` accepts per item: a path, a PIL image, an HWC uint8 array or a CHW tensor.
@@ -92,6 +92,7 @@ class Extractor:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``, ``"bf16"``.
         max_pixels: images declaring more pixels are refused (decompression-bomb guard).
+        max_bytes: larger files are refused unread.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class Extractor:
         device: str | torch.device = "auto",
         precision: str = "auto",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
         if batch_size < 1:
             raise ExtractorError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -128,6 +130,7 @@ class Extractor:
         self.batch_size = batch_size
         self.workers = workers
         self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
         self.device = pick_device(device)
         self.precision = precision
         # channels_last: 2–3× faster convolutions on CPU (oneDNN) and tensor cores on GPU (docs/BENCHMARKS.md).
@@ -264,7 +267,9 @@ class Extractor:
         source = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__} #{index}>"
         try:
             if isinstance(item, (str, os.PathLike)):
-                img = load_image(item, target=self.policy.target_size, max_pixels=self.max_pixels)
+                img = load_image(
+                    item, target=self.policy.target_size, max_pixels=self.max_pixels, max_bytes=self.max_bytes
+                )
             elif isinstance(item, Image.Image):
                 img = to_rgb(item)
             elif isinstance(item, np.ndarray):

@@ -8,6 +8,7 @@ image will be shrunk anyway (``Image.draft``: 2–4× less decode time on large 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -22,6 +23,8 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 
 #: Pillow's own decompression-bomb threshold (about 89.5 megapixels), used as our default limit.
 DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
+#: Files larger than this are skipped unread (no photo format needs more; a 100 MP 16-bit TIFF is 600 MB).
+DEFAULT_MAX_BYTES: int = 1024 * 1024 * 1024
 
 
 def iter_image_files(
@@ -34,7 +37,8 @@ def iter_image_files(
     """Yield the image files under ``root`` in a stable (sorted) order, as absolute paths.
 
     Files are chosen by extension (case-insensitive); directories named like images are skipped, and so are
-    unreadable directories. Symlinked directories are followed only with ``follow_symlinks`` (loops are cut).
+    unreadable directories. Symlinked files are listed (a dangling one then fails with its reason when read);
+    symlinked directories are followed only with ``follow_symlinks`` (loops are cut).
     """
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     top = Path(root).expanduser().absolute()
@@ -60,8 +64,6 @@ def iter_image_files(
             try:
                 if entry.is_dir(follow_symlinks=follow_symlinks):
                     subdirs.append(Path(entry.path))
-                elif entry.is_symlink() and not follow_symlinks:
-                    continue
                 elif Path(entry.name).suffix.lower() in exts:
                     yield Path(entry.path)
             except OSError:
@@ -78,15 +80,23 @@ def load_image(
     *,
     target: Callable[[int, int], tuple[int, int]] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
 ) -> Image.Image:
     """Decode ``path`` into an upright RGB image; raise :class:`ImageError` naming the reason.
 
     ``target(width, height) -> (w, h)`` tells the size the caller will resize to: JPEGs are then decoded at the
     smallest DCT scale that still gives at least that many pixels. ``max_pixels`` refuses
-    images whose header declares more pixels (decompression bombs) before decoding them.
+    images whose header declares more pixels (decompression bombs) before decoding them; ``max_bytes`` refuses
+    larger files before reading them. Only regular files are opened (a FIFO would block forever).
     """
     name = os.fspath(path)
     try:
+        st = os.stat(name)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (FIFO, device or socket)"
+            raise ImageError(name, kind)
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise ImageError(name, f"file too large ({st.st_size} bytes > {max_bytes}); raise max_bytes to allow it")
         with Image.open(name) as img:
             w, h = img.size
             if max_pixels is not None and w * h > max_pixels:
@@ -100,7 +110,8 @@ def load_image(
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(name, "file not found") from None
+        reason = "broken symbolic link" if os.path.islink(name) else "file not found"
+        raise ImageError(name, reason) from None
     except IsADirectoryError:
         raise ImageError(name, "is a directory") from None
     except PermissionError:

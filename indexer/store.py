@@ -194,6 +194,10 @@ class MilvusStore:
         """Make sure the collection is loaded for search (servers keep it unloaded after a restart)."""
         self._call(self.client.load_collection, self.collection)
 
+    def flush(self) -> None:
+        """Seal buffered rows into segments: Milvus Lite only indexes flushed data (it brute-forces the rest)."""
+        self._call(self.client.flush, self.collection)
+
     def drop(self) -> None:
         """Drop the collection and everything in it."""
         if self.exists():
@@ -226,13 +230,15 @@ class MilvusStore:
 
     def iterate(self, filter: str = "", fields: tuple[str, ...] = META_FIELDS, batch_size: int = 1000):
         """Yield lists of rows over the whole collection (or a filter), ``batch_size`` at a time: memory stays flat."""
-        it = self._call(
-            self.client.query_iterator,
-            self.collection,
-            batch_size=batch_size,
-            filter=filter,
-            output_fields=["id", *fields],
-        )
+        # Milvus Lite has no AllocTimestamp: pymilvus falls back to a client timestamp but logs it loudly.
+        with _quiet("pymilvus.client.iterator.query_iterator"), _quiet("grpc._server"):
+            it = self._call(
+                self.client.query_iterator,
+                self.collection,
+                batch_size=batch_size,
+                filter=filter,
+                output_fields=["id", *fields],
+            )
         try:
             while True:
                 rows = self._call(it.next)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -127,7 +128,7 @@ def sync(
         with ThreadPoolExecutor(2, thread_name_prefix="poolvec-hash") as hasher:
             for start in range(0, total, LOOKUP_BATCH):
                 chunk = list(zip(paths[start : start + LOOKUP_BATCH], roots[start : start + LOOKUP_BATCH], strict=True))
-                for path, info in _lookup(store, chunk, hasher, report, tick):
+                for path, info in _lookup(store, chunk, hasher, report, tick, extractor.max_bytes):
                     reuse = info.pop("reuse", None)
                     if reuse is not None:
                         info.update(width=reuse["width"], height=reuse["height"])
@@ -158,6 +159,7 @@ def _lookup(
     hasher: ThreadPoolExecutor,
     report: IndexReport,
     tick: Callable[[str], None],
+    max_bytes: int | None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """Sort a chunk of files into unchanged (ticked off), failed, and to-do with their stat, hash and reuse."""
     todo: dict[str, dict[str, Any]] = {}
@@ -171,7 +173,17 @@ def _lookup(
         try:
             st = os.stat(path)
         except OSError as e:
-            report.failed.append((path, e.strerror or str(e)))
+            dangling = isinstance(e, FileNotFoundError) and os.path.islink(path)
+            reason = "broken symbolic link" if dangling else (e.strerror or str(e))
+            report.failed.append((path, reason))
+            tick(path)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            report.failed.append((path, "not a regular file (FIFO, device or socket)"))
+            tick(path)
+            continue
+        if max_bytes is not None and st.st_size > max_bytes:
+            report.failed.append((path, f"file too large ({st.st_size} bytes > {max_bytes}); raise max_bytes"))
             tick(path)
             continue
         todo[path] = {"root": root, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
