@@ -27,6 +27,7 @@ from pooling import from_dict as pooling_from_dict
 from .backbones import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, Backbone, build_backbone
 from .errors import ExtractorError, ImageError
 from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image, to_rgb
+from .jpeg import decode_resize, is_jpeg_path, read_jpeg
 from .preprocess import DEFAULT_MAX_SIDE, InputPolicy, normalize, resize, to_tensor
 
 #: What :meth:`Extractor.embed` accepts per item: a path, a PIL image, an HWC uint8 array or a CHW tensor.
@@ -57,6 +58,7 @@ class _Loaded:
     error: str | None
     width: int = 0
     height: int = 0
+    data: torch.Tensor | None = None  # undecoded JPEG bytes (decoder="torchvision")
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -93,6 +95,8 @@ class Extractor:
         precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``, ``"bf16"``.
         max_pixels: images declaring more pixels are refused (decompression-bomb guard).
         max_bytes: larger files are refused unread.
+        decoder: ``"pil"`` (default) or ``"torchvision"``: JPEGs decoded and resized on ``device`` (nvJPEG on a
+            GPU). Part of the embedding config, since the pixels differ slightly.
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class Extractor:
         precision: str = "auto",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
+        decoder: str = "pil",
     ) -> None:
         if batch_size < 1:
             raise ExtractorError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -126,7 +131,9 @@ class Extractor:
         spec = self.backbone.spec
         if size is not None and max_side == DEFAULT_MAX_SIDE:
             max_side = None
-        self.policy = InputPolicy(max_side=max_side, size=size, crop=crop, mean=spec.mean, std=spec.std)
+        self.policy = InputPolicy(
+            max_side=max_side, size=size, crop=crop, mean=spec.mean, std=spec.std, decoder=decoder
+        )
         self.batch_size = batch_size
         self.workers = workers
         self.max_pixels = max_pixels
@@ -171,6 +178,7 @@ class Extractor:
             size=pol.get("size"),
             crop=bool(pol.get("crop", False)),
             scales=config.get("scales", (1.0,)),
+            decoder=pol.get("decoder", "pil"),
             **runtime,
         )
         if ex.backbone.spec.weights_id != config["weights_id"]:
@@ -257,6 +265,9 @@ class Extractor:
     # -- internals ---------------------------------------------------------------------------------------
     def _load_or_raise(self, image: ImageInput) -> torch.Tensor:
         loaded = self._load(0, image)
+        if loaded.data is not None:
+            res = decode_resize([loaded.data], self.policy, self.device)[0]
+            loaded.error, loaded.pixels = (res, None) if isinstance(res, str) else (None, res[0])
         if loaded.error is not None:
             raise ImageError(loaded.source, loaded.error)
         assert loaded.pixels is not None
@@ -266,6 +277,8 @@ class Extractor:
         """Decode and resize one input; never raises for a bad image (the error is returned)."""
         source = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__} #{index}>"
         try:
+            if isinstance(item, (str, os.PathLike)) and self.policy.decoder == "torchvision" and is_jpeg_path(source):
+                return _Loaded(index, source, None, None, data=read_jpeg(source, self.max_pixels, self.max_bytes))
             if isinstance(item, (str, os.PathLike)):
                 img = load_image(
                     item, target=self.policy.target_size, max_pixels=self.max_pixels, max_bytes=self.max_bytes
@@ -306,6 +319,15 @@ class Extractor:
     def _embed_window(self, items: list[_Loaded], post: bool = True) -> Iterator[Embedded]:
         """Embed a window of decoded images, batching those of equal shape, and yield them in order."""
         vectors: dict[int, np.ndarray] = {}
+        undecoded = [it for it in items if it.data is not None]
+        for it, res in zip(
+            undecoded, decode_resize([it.data for it in undecoded], self.policy, self.device), strict=True
+        ):
+            if isinstance(res, str):
+                it.error = res
+            else:
+                it.pixels, it.width, it.height = res
+            it.data = None
         groups: dict[tuple[int, ...], list[_Loaded]] = {}
         for it in items:
             if it.pixels is not None:

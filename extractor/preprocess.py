@@ -20,6 +20,9 @@ from .errors import ExtractorError
 #: training scale and to the 224² pixel budget (1.5×), while keeping the whole frame (no centre crop) and
 #: enough detail for near-duplicates. Larger sides cost time quadratically on a CPU.
 DEFAULT_MAX_SIDE = 320
+#: "pil": Pillow everywhere (DCT-scaled JPEG decode). "torchvision": JPEGs decoded by torchvision on the
+#: extractor's device (nvJPEG on CUDA), resized there; other formats still go through Pillow.
+DECODERS = ("pil", "torchvision")
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,11 @@ class InputPolicy:
     crop: bool = False
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    decoder: str = "pil"
 
     def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ExtractorError(f"input policy: decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if (self.max_side is None) == (self.size is None):
             raise ExtractorError("input policy: give exactly one of max_side (keep aspect) or size (square)")
         for name in ("max_side", "size"):
@@ -68,6 +74,7 @@ class InputPolicy:
             crop=bool(d.get("crop", False)),
             mean=tuple(d["mean"]),  # type: ignore[arg-type]
             std=tuple(d["std"]),  # type: ignore[arg-type]
+            decoder=d.get("decoder", "pil"),
         )
 
 

@@ -107,3 +107,23 @@ def test_fit_pca_pooling_on_real_photos(photo_dir):
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     again = Extractor.from_config(ex.config())
     np.testing.assert_allclose(again.embed(sorted(photo_dir.glob("*.jpg"))), v, atol=1e-6)
+
+
+def test_torchvision_decoder_path_on_cpu(photo_dir, tmp_path, extractor):
+    """The GPU-decode code path (torchvision decode_jpeg + device resize), run on the CPU."""
+    paths = sorted(photo_dir.glob("*.jpg"))[:4]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(paths[0].read_bytes()[:500])
+    ex = Extractor(decoder="torchvision", device="cpu")
+    assert ex.config()["input"]["decoder"] == "torchvision" and ex.config() != extractor.config()
+    items = list(ex.embed_iter([*paths, bad]))
+    assert [i.ok for i in items] == [True] * 4 + [False]
+    assert "decode" in items[-1].error or "recognised" in items[-1].error
+    tv = np.stack([i.vector for i in items[:4]])
+    pil = extractor.embed(paths)
+    assert (tv * pil).sum(1).min() > 0.97  # same images, slightly different pixels
+    assert items[0].width == Image.open(paths[0]).width
+    png = tmp_path / "x.png"
+    Image.open(paths[0]).save(png)  # non-JPEG files still go through Pillow
+    np.testing.assert_allclose(ex.embed(png), extractor.embed(png), atol=1e-6)
+    assert Extractor.from_config(ex.config()).policy.decoder == "torchvision"

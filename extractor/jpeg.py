@@ -1,0 +1,79 @@
+"""JPEG decoding with torchvision on the extractor's device: nvJPEG on CUDA (batched), libjpeg-turbo on CPU.
+
+Used when the input policy says ``decoder="torchvision"``. Workers only read the bytes (and check the header
+with Pillow, lazily, for the pixel limit); decoding and the antialiased resize run batched on the device.
+Pixels differ slightly from the Pillow path, which is why the decoder is part of the embedding config:
+index and queries always go through the same one, on a GPU or (same code) on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from .errors import ImageError
+from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from .preprocess import InputPolicy
+
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
+
+
+def is_jpeg_path(path: str) -> bool:
+    """Whether a path is decoded by this module (by extension; content is checked when decoding)."""
+    return path.lower().endswith(JPEG_SUFFIXES)
+
+
+def read_jpeg(
+    path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_bytes: int | None = DEFAULT_MAX_BYTES
+) -> torch.Tensor:
+    """The file's bytes as a uint8 tensor, after the same guards as the Pillow path (size, pixels, format)."""
+    if not os.path.isfile(path):
+        raise ImageError(path, "file not found" if not os.path.exists(path) else "not a regular file")
+    size = os.path.getsize(path)
+    if max_bytes is not None and size > max_bytes:
+        raise ImageError(path, f"file too large ({size} bytes > {max_bytes}); raise max_bytes to allow it")
+    try:
+        with Image.open(path) as img:  # header only
+            w, h = img.size
+            fmt = img.format
+    except Exception as e:
+        raise ImageError(path, f"not a recognised image format ({type(e).__name__})") from None
+    if fmt != "JPEG":
+        raise ImageError(path, f"named like a JPEG but is {fmt}")
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageError(path, f"too many pixels ({w}×{h} > {max_pixels}); raise max_pixels to allow it")
+    with open(path, "rb") as f:
+        return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+
+
+def decode_resize(
+    datas: list[torch.Tensor], policy: InputPolicy, device: torch.device
+) -> list[tuple[torch.Tensor, int, int] | str]:
+    """Decode JPEG bytes on ``device`` and resize per the policy: (pixels [3,h,w], width, height) or an error."""
+    if not datas:
+        return []
+    try:
+        images = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+    except RuntimeError:  # one bad file fails the whole batch: decode one by one to name it
+        images = []
+        for d in datas:
+            try:
+                images.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True))
+            except RuntimeError as e:
+                images.append(f"cannot decode: {str(e).splitlines()[0]}")
+    out: list[tuple[torch.Tensor, int, int] | str] = []
+    for img in images:
+        if isinstance(img, str):
+            out.append(img)
+            continue
+        h, w = img.shape[-2:]
+        tw, th = policy.target_size(w, h)
+        pix = TF.resize(img, [th, tw], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+        if policy.crop:
+            pix = TF.center_crop(pix, [policy.size, policy.size])
+        out.append((pix, w, h))
+    return out
