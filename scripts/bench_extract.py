@@ -145,13 +145,14 @@ def main() -> None:
         "batch_size": args.batch_size,
     }
     print(f"# {meta}")
-    print("| set | images | shapes | decode img/s | forward img/s | full img/s | full/forward | baseline img/s | full/baseline |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    cols = ["set", "images", "shapes", "decode img/s", "forward img/s", "full img/s", "full/forward"]
+    cols += ["baseline img/s", "full/baseline"]
+    print("| " + " | ".join(cols) + " |")
+    print("|---" + "|---:" * (len(cols) - 1) + "|")
     for name, r in table.items():
-        print(
-            f"| {name} | {len(sets[name])} | {r['shapes']} | {r['decode']:.1f} | {r['forward']:.1f} | {r['full']:.1f} | "
-            f"{r['full/forward']:.2f} | {r['baseline']:.1f} | {r['full/baseline']:.2f}× |"
-        )
+        cells = [name, str(len(sets[name])), str(r["shapes"]), f"{r['decode']:.1f}", f"{r['forward']:.1f}"]
+        cells += [f"{r['full']:.1f}", f"{r['full/forward']:.2f}", f"{r['baseline']:.1f}", f"{r['full/baseline']:.2f}×"]
+        print("| " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "results": table}, indent=2))
 
