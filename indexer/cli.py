@@ -66,6 +66,7 @@ ScalesOpt = Annotated[str, typer.Option(help="Input scales, comma-separated, e.g
 BatchOpt = Annotated[int, typer.Option(help="Images per forward pass.")]
 WorkersOpt = Annotated[int, typer.Option(help="Decode threads (0: decode in the main thread).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout, for scripts.")]
+DecoderOpt = Annotated[str, typer.Option(help="JPEG decoder: 'pil', or 'torchvision' (nvJPEG on a GPU device).")]
 
 
 @app.callback()
@@ -123,6 +124,7 @@ def _extractor(
     batch_size: int,
     workers: int,
     device: str,
+    decoder: str = "pil",
 ) -> Extractor:
     return Extractor(
         backbone=backbone,
@@ -136,6 +138,7 @@ def _extractor(
         batch_size=batch_size,
         workers=workers,
         device=device,
+        decoder=decoder,
     )
 
 
@@ -147,6 +150,10 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise IndexerError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
     return i, n
+
+
+#: The embedding options' defaults: given as is, `index` reuses an existing index's own config.
+_DEFAULT_EMBEDDING = (DEFAULT_BACKBONE, DEFAULT_WEIGHTS, None, DEFAULT_SPEC, DEFAULT_MAX_SIDE, None, False, "1", "pil")
 
 
 @app.command()
@@ -166,6 +173,7 @@ def index(
     batch_size: BatchOpt = 16,
     workers: WorkersOpt = 1,
     device: DeviceOpt = "auto",
+    decoder: DecoderOpt = "pil",
     recursive: Annotated[bool, typer.Option(help="Descend into sub-folders.")] = True,
     prune: Annotated[bool, typer.Option(help="Delete entries whose files are gone.")] = False,
     shard: Annotated[
@@ -185,19 +193,10 @@ def index(
         part = _shard(shard)
         runtime = {"batch_size": batch_size, "workers": workers, "device": device}
         idx = ImageIndex(db, collection, token=token, **runtime)
-        asked = (backbone, weights, layer, pooling, max_side, size, crop, scales)
-        if idx.config is None or asked != (
-            DEFAULT_BACKBONE,
-            DEFAULT_WEIGHTS,
-            None,
-            DEFAULT_SPEC,
-            DEFAULT_MAX_SIDE,
-            None,
-            False,
-            "1",
-        ):
+        asked = (backbone, weights, layer, pooling, max_side, size, crop, scales, decoder)
+        if idx.config is None or asked != _DEFAULT_EMBEDDING:
             ex = _extractor(
-                backbone, weights, layer, pooling, max_side, size, crop, scales, batch_size, workers, device
+                backbone, weights, layer, pooling, max_side, size, crop, scales, batch_size, workers, device, decoder
             )
             idx = ImageIndex(db, collection, token=token, extractor=ex)
         total = IndexReport()
@@ -353,11 +352,14 @@ def embed(
     batch_size: BatchOpt = 16,
     workers: WorkersOpt = 1,
     device: DeviceOpt = "auto",
+    decoder: DecoderOpt = "pil",
 ) -> None:
     """Embed images into a .npy file (and a paths file) without Milvus. Exit 1 if some failed."""
 
     def body() -> int:
-        ex = _extractor(backbone, weights, layer, pooling, max_side, size, crop, scales, batch_size, workers, device)
+        ex = _extractor(
+            backbone, weights, layer, pooling, max_side, size, crop, scales, batch_size, workers, device, decoder
+        )
         inputs = [str(p) for f in files for p in (iter_image_files(f) if f.is_dir() else [f])]
         if ex.pipeline.needs_fit:
             ex.fit(inputs)
