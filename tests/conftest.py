@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,3 +46,19 @@ def extractor():
     from extractor import Extractor
 
     return Extractor()
+
+
+@pytest.fixture
+def held_lite_db(tmp_path):
+    """A Milvus Lite database path held open by another process (as a second `poolvec index` would find it)."""
+    db = str(tmp_path / "held.db")
+    code = (
+        f"from pymilvus import MilvusClient; MilvusClient({db!r}); print('ok', flush=True); import time; time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        yield db
+    finally:
+        holder.kill()
+        holder.wait()

@@ -161,23 +161,7 @@ def test_shards_split_one_job(tmp_path, photos):
     assert runner.invoke(app, ["index", str(photos), "--db", db, "--shard", "3/3"]).exit_code == 2
 
 
-def test_second_writer_on_a_lite_db_exits_3_fast(tmp_path, photos):
-    db = str(tmp_path / "busy.db")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from pymilvus import MilvusClient; MilvusClient({db!r}); print('ok', flush=True); "
-            "import time; time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ok"
-        res = runner.invoke(app, ["index", str(photos), "--db", db, "-q"])
-        assert res.exit_code == 3
-        assert "another process holds the index" in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    finally:
-        holder.kill()
-        holder.wait()
+def test_second_writer_on_a_lite_db_exits_3_fast(held_lite_db, photos):
+    res = runner.invoke(app, ["index", str(photos), "--db", held_lite_db, "-q"])
+    assert res.exit_code == 3
+    assert "another process holds the index" in res.stderr and len(res.stderr.strip().splitlines()) == 1

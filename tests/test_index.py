@@ -1,14 +1,13 @@
-"""ImageIndex through real Milvus Lite: index real photos, search with edited copies, re-index, refuse."""
+"""ImageIndex through real Milvus Lite (and a server, in tests/test_server.py): index, search, re-index, refuse."""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from backend_cases import BACKENDS, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
 
 from extractor import Extractor
 from indexer import BackendError, ConfigMismatchError, ImageIndex, IndexerError, path_id
@@ -23,9 +22,10 @@ def photos(tmp_path, photo_dir):
     return folder
 
 
-@pytest.fixture
-def db(tmp_path):
-    return str(tmp_path / "index.db")
+@pytest.fixture(params=BACKENDS)
+def db(request, tmp_path):
+    """A fresh Milvus Lite path; in tests/test_server.py's inner run, a real Milvus server's URI."""
+    return backend_uri(request, tmp_path)
 
 
 def stem(path: str) -> str:
@@ -112,24 +112,8 @@ def test_empty_index_search_says_what_to_do(db):
         ImageIndex(db).search("x.jpg")
 
 
-def test_second_process_on_same_lite_db_gets_clear_error(tmp_path):
-    db = str(tmp_path / "locked.db")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from pymilvus import MilvusClient; MilvusClient({db!r}); print('ok', flush=True); "
-            "import time; time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ok"
-        t = time.monotonic()
-        with pytest.raises(BackendError, match="another process holds the index"):
-            ImageIndex(db)
-        assert time.monotonic() - t < 10
-    finally:
-        holder.kill()
-        holder.wait()
+def test_second_process_on_same_lite_db_gets_clear_error(held_lite_db):
+    t = time.monotonic()
+    with pytest.raises(BackendError, match="another process holds the index"):
+        ImageIndex(held_lite_db)
+    assert time.monotonic() - t < 10
