@@ -463,6 +463,25 @@ def reroot(
     raise typer.Exit(_run(body))
 
 
+@app.command("dba")
+def dba_command(
+    n: Annotated[int, typer.Option("-n", help="Neighbours averaged into each vector.")] = 5,
+    alpha: Annotated[float, typer.Option(help="Weight exponent: similarity^alpha.")] = 3.0,
+    db: DbOpt = DEFAULT_URI,
+    token: TokenOpt = None,
+    collection: CollOpt = DEFAULT_COLLECTION,
+) -> None:
+    """Database-side augmentation, once: each stored vector becomes the weighted mean of itself and its top-n
+    neighbours (better recall on near-duplicate clusters); later additions are augmented the same way."""
+
+    def body() -> int:
+        rows = ImageIndex(db, collection, token=token).apply_dba(n=n, alpha=alpha)
+        out.print(f"augmented {rows} vectors (n={n}, alpha={alpha})")
+        return EXIT_OK
+
+    raise typer.Exit(_run(body))
+
+
 @app.command("pooling")
 def pooling_command(
     backbone: BackboneOpt = DEFAULT_BACKBONE,

@@ -20,7 +20,7 @@ from PIL import Image
 
 from extractor import IMAGE_EXTENSIONS, Extractor, ExtractorError, ImageInput, iter_image_files
 
-from . import duplicates, filters, sync
+from . import dba, duplicates, filters, sync
 from .config import FORMAT_VERSION, diff, fingerprint, with_provenance
 from .duplicates import DuplicateGroup
 from .errors import BackendError, ConfigMismatchError, IndexerError
@@ -179,7 +179,19 @@ class ImageIndex:
 
     def _sync(self, files: list[str], roots: list[str], progress: Progress | None) -> IndexReport:
         self._ensure_collection(files)
-        return sync.sync(self.store, self.extractor, files, roots, progress)
+        transform = None
+        dba_settings = dba.settings(self.store)
+        if dba_settings is not None:
+            n, alpha = int(dba_settings["n"]), float(dba_settings["alpha"])
+            transform = lambda v: dba.augment(self.store, self.vector_index, v, n, alpha, include_self=False)  # noqa: E731
+        return sync.sync(self.store, self.extractor, files, roots, progress, transform)
+
+    def apply_dba(self, n: int = 5, alpha: float = 3.0, progress: Progress | None = None) -> int:
+        """Database-side augmentation, once: every vector becomes the α-weighted mean of itself and its top-n
+        neighbours; later additions are augmented the same way. Returns the rows rewritten."""
+        if self._config is None:
+            raise IndexerError("the index is empty: add images before applying DBA")
+        return dba.apply(self.store, self.vector_index, n, alpha, progress=progress)
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Delete the rows of these files (whether or not the files still exist); returns how many were indexed."""
@@ -317,6 +329,7 @@ class ImageIndex:
                 "metric": self.vector_index.metric,
             },
             "config": self._config,
+            "dba": dba.settings(self.store) if self._config else None,
         }
 
     def drop(self) -> None:

@@ -99,13 +99,27 @@ def sync(
     paths: list[str],
     roots: list[str],
     progress: Progress | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> IndexReport:
-    """Index ``paths`` (absolute; ``roots[i]`` is the folder ``paths[i]`` was found under)."""
+    """Index ``paths`` (absolute; ``roots[i]`` is the folder ``paths[i]`` was found under).
+
+    ``transform`` maps freshly embedded vectors [B, D] before they are stored (DBA); reused vectors are
+    already stored in their final form and are not transformed again.
+    """
     report = IndexReport()
     total = len(paths)
     done = 0
     pending: dict[str, dict[str, Any]] = {}
-    batch: list[dict[str, Any]] = []
+    batch: list[tuple[dict[str, Any], bool]] = []
+
+    def flush() -> None:
+        nonlocal batch
+        fresh = [row for row, is_fresh in batch if is_fresh]
+        if transform is not None and fresh:
+            for row, vec in zip(fresh, transform(np.asarray([r["vector"] for r in fresh], np.float32)), strict=True):
+                row["vector"] = vec.tolist()
+        store.upsert([row for row, _ in batch])
+        batch = []
 
     def tick(path: str) -> None:
         nonlocal done
@@ -113,16 +127,14 @@ def sync(
         if progress is not None:
             progress(done, total, path)
 
-    def emit(row: dict[str, Any], existed: bool) -> None:
-        nonlocal batch
-        batch.append(row)
+    def emit(row: dict[str, Any], existed: bool, fresh: bool = True) -> None:
+        batch.append((row, fresh))
         if existed:
             report.updated += 1
         else:
             report.added += 1
         if len(batch) >= INSERT_BATCH:
-            store.upsert(batch)
-            batch = []
+            flush()
 
     def to_embed() -> Iterator[str]:
         with ThreadPoolExecutor(2, thread_name_prefix="poolvec-hash") as hasher:
@@ -132,7 +144,7 @@ def sync(
                     reuse = info.pop("reuse", None)
                     if reuse is not None:
                         info.update(width=reuse["width"], height=reuse["height"])
-                        emit(make_row(path, info["root"], reuse["vector"], info), info["existed"])
+                        emit(make_row(path, info["root"], reuse["vector"], info), info["existed"], fresh=False)
                         report.reused += 1
                         tick(path)
                         continue
@@ -149,7 +161,7 @@ def sync(
                 emit(make_row(item.source, info["root"], item.vector, info), info["existed"])
             tick(item.source)
     finally:
-        store.upsert(batch)  # keep what was embedded, also on Ctrl-C
+        flush()  # keep what was embedded, also on Ctrl-C
     return report
 
 

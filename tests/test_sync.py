@@ -169,3 +169,32 @@ def test_kill_9_during_indexing_then_rerun_finishes_without_duplicates(tmp_path,
     }
     hit = index.search(folder / "coffee_03.jpg", k=1)[0]
     assert hit.path == str(folder / "coffee_03.jpg") and hit.score == pytest.approx(1, abs=1e-4)
+
+
+def test_dba_augments_once_and_later_additions_too(index, photos, query_dir, extractor, tmp_path):
+    index.add_folder(photos)
+    raw = extractor.embed(photos / "coffee.jpg")[0]
+    assert index.apply_dba(n=2, alpha=3.0) == 11
+    stored = index.store.get([path_id(str(photos / "coffee.jpg"))], fields=("vector",))
+    augmented = next(iter(stored.values()))["vector"]
+    import numpy as np
+
+    assert 0.8 < float(np.dot(raw, augmented)) < 0.9999  # moved towards its neighbours, still itself
+    # independent check: v' = normalise(Σ over itself and its 2 nearest raw neighbours of s^3 · v)
+    db = extractor.embed(sorted(photos.glob("*.jpg")))
+    sims = db @ raw
+    top = np.argsort(-sims)[:3]
+    expected = (np.clip(sims[top], 0, None) ** 3)[:, None] * db[top]
+    expected = expected.sum(0) / np.linalg.norm(expected.sum(0))
+    np.testing.assert_allclose(augmented, expected, atol=1e-4)
+    hits = index.search(query_dir / "rocket_edit.jpg", k=1)
+    assert hits[0].path == str(photos / "rocket.jpg")
+    with pytest.raises(Exception, match="already applied"):
+        index.apply_dba()
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    Image.open(photos / "rocket.jpg").rotate(180).save(extra / "upside.jpg")
+    index.add_folder(extra)
+    new = next(iter(index.store.get([path_id(str(extra / "upside.jpg"))], fields=("vector",)).values()))["vector"]
+    assert float(np.dot(new, extractor.embed(extra / "upside.jpg")[0])) < 0.9999  # augmented on the way in
+    assert index.info()["dba"] == {"n": 2, "alpha": 3.0}
