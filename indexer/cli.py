@@ -33,6 +33,7 @@ from pooling import DEFAULT_SPEC, PoolingError, methods
 from . import render
 from .errors import BackendError, IndexerError
 from .index import DEFAULT_COLLECTION, DEFAULT_URI, Hit, ImageIndex
+from .store import VectorIndex
 from .sync import IndexReport
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_BACKEND, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -142,6 +143,16 @@ def _extractor(
     )
 
 
+def _vector_index(kind: str, params: str | None) -> VectorIndex:
+    try:
+        parsed = json.loads(params) if params else None
+    except json.JSONDecodeError as e:
+        raise IndexerError(f"--index-params must be a JSON object: {e}") from None
+    if parsed is not None and not isinstance(parsed, dict):
+        raise IndexerError("--index-params must be a JSON object such as '{\"nlist\": 256}'")
+    return VectorIndex(kind=kind, params=parsed)
+
+
 def _shard(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
@@ -174,6 +185,12 @@ def index(
     workers: WorkersOpt = 1,
     device: DeviceOpt = "auto",
     decoder: DecoderOpt = "pil",
+    index_type: Annotated[str, typer.Option(help="Milvus vector index of a new collection: HNSW, IVF_FLAT, FLAT…")] = (
+        "HNSW"
+    ),
+    index_params: Annotated[
+        str | None, typer.Option(help='Its build parameters as JSON, e.g. \'{"M": 32, "efConstruction": 256}\'.')
+    ] = None,
     recursive: Annotated[bool, typer.Option(help="Descend into sub-folders.")] = True,
     prune: Annotated[bool, typer.Option(help="Delete entries whose files are gone.")] = False,
     shard: Annotated[
@@ -198,7 +215,9 @@ def index(
             ex = _extractor(
                 backbone, weights, layer, pooling, max_side, size, crop, scales, batch_size, workers, device, decoder
             )
-            idx = ImageIndex(db, collection, token=token, extractor=ex)
+            idx = ImageIndex(
+                db, collection, token=token, extractor=ex, vector_index=_vector_index(index_type, index_params)
+            )
         total = IndexReport()
         for folder in folders:
             total.merge(_with_progress(idx, folder, recursive, prune, part, quiet or as_json))

@@ -76,5 +76,6 @@ def apply(
             store.upsert(rows)
             if progress is not None:
                 progress(start + len(chunk), len(ids), "")
+    store.flush()
     store.set_property(PROP_DBA, json.dumps({"n": n, "alpha": alpha}))
     return len(ids)

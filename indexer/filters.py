@@ -32,7 +32,7 @@ def under(folder: str | os.PathLike[str]) -> str:
     top = os.path.abspath(os.fspath(folder)).rstrip("/") or "/"
     if top == "/":
         return ""
-    return f"json_contains(dirs, {quote(top)})"
+    return f'json_contains(dirs["d"], {quote(top)})'
 
 
 def in_range(field: str, bounds: Range | None) -> str:

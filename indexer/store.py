@@ -149,7 +149,8 @@ class MilvusStore:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH)
         schema.add_field("root", DataType.VARCHAR, max_length=MAX_PATH)
-        schema.add_field("dirs", DataType.JSON)  # every ancestor folder: `under=` filters need no LIKE escaping
+        # {"d": [every ancestor folder]}: `under=` filters need no LIKE escaping
+        schema.add_field("dirs", DataType.JSON)
         for name in ("size", "mtime_ns", "width", "height"):
             schema.add_field(name, DataType.INT64)
         schema.add_field("sha256", DataType.VARCHAR, max_length=64)
@@ -161,14 +162,15 @@ class MilvusStore:
             "poolvec.index": json.dumps(index.spec()),
         }
         try:
-            self._call(
-                self.client.create_collection,
-                self.collection,
-                schema=schema,
-                index_params=params,
-                properties=properties,
-                consistency_level="Strong",
-            )
+            with _quiet("grpc._server"):  # Milvus Lite lacks an RPC pymilvus polls while loading; grpc logs it
+                self._call(
+                    self.client.create_collection,
+                    self.collection,
+                    schema=schema,
+                    index_params=params,
+                    properties=properties,
+                    consistency_level="Strong",
+                )
         except BackendError:
             # pymilvus creates the collection, then its index: a refused index must not leave a half-made one.
             with suppress(BackendError):
@@ -203,7 +205,8 @@ class MilvusStore:
 
     def flush(self) -> None:
         """Seal buffered rows into segments: Milvus Lite only indexes flushed data (it brute-forces the rest)."""
-        self._call(self.client.flush, self.collection)
+        with _quiet("grpc._server"):  # Milvus Lite lacks one RPC that flush polls; pymilvus copes, grpc logs it
+            self._call(self.client.flush, self.collection)
 
     def drop(self) -> None:
         """Drop the collection and everything in it."""

@@ -84,7 +84,7 @@ def make_row(path: str, root: str, vector: Any, info: dict[str, Any]) -> dict[st
         "vector": np.asarray(vector, dtype=np.float32).tolist(),
         "path": path,
         "root": root,
-        "dirs": ancestors(path),
+        "dirs": {"d": ancestors(path)},  # an object: Milvus 2.3 servers refuse a top-level JSON array
         "size": int(info["size"]),
         "mtime_ns": int(info["mtime_ns"]),
         "width": int(info["width"]),
@@ -162,6 +162,8 @@ def sync(
             tick(item.source)
     finally:
         flush()  # keep what was embedded, also on Ctrl-C
+    if report.added or report.updated:
+        store.flush()  # Milvus Lite indexes only sealed segments; unflushed rows are brute-forced per search
     return report
 
 
@@ -263,6 +265,7 @@ def reroot(store: MilvusStore, old: str, new: str) -> int:
         store.upsert(fresh)
         store.delete([int(r["id"]) for r in rows])
         moved += len(rows)
+    store.flush()
     return moved
 
 

@@ -165,3 +165,17 @@ def test_second_writer_on_a_lite_db_exits_3_fast(held_lite_db, photos):
     res = runner.invoke(app, ["index", str(photos), "--db", held_lite_db, "-q"])
     assert res.exit_code == 3
     assert "another process holds the index" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_index_type_options(tmp_path, photos):
+    db = str(tmp_path / "ivf.db")
+    res = runner.invoke(
+        app, ["index", str(photos), "--db", db, "-q", "--index-type", "IVF_FLAT", "--index-params", '{"nlist": 4}']
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads(runner.invoke(app, ["info", "--db", db, "--json"]).stdout)
+    assert info["vector_index"]["kind"] == "IVF_FLAT" and info["vector_index"]["params"] == {"nlist": 4}
+    res = runner.invoke(app, ["index", str(photos), "--db", str(tmp_path / "pq.db"), "--index-type", "IVF_PQ"])
+    assert res.exit_code == 2 and "Milvus Lite cannot build a IVF_PQ index" in res.stderr
+    bad = runner.invoke(app, ["index", str(photos), "--db", str(tmp_path / "b.db"), "--index-params", "[1]"])
+    assert bad.exit_code == 2 and "JSON object" in bad.stderr

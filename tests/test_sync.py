@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from backend_cases import BACKENDS, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
 from PIL import Image
 
 from extractor import Extractor
@@ -23,9 +24,10 @@ def photos(tmp_path, photo_dir):
     return folder
 
 
-@pytest.fixture
-def index(tmp_path, extractor):
-    return ImageIndex(str(tmp_path / "sync.db"), extractor=extractor)
+@pytest.fixture(params=BACKENDS)
+def index(request, tmp_path, extractor):
+    """A fresh index on Milvus Lite; in tests/test_server.py's inner run, on a real Milvus server."""
+    return ImageIndex(backend_uri(request, tmp_path), extractor=extractor)
 
 
 def paths_in(index: ImageIndex) -> list[str]:

@@ -1,0 +1,56 @@
+"""The Milvus backends index tests run on: Milvus Lite in the normal run, a real Milvus server in the inner run.
+
+``tests/test_server.py`` re-runs the backend-parametrised tests (those taking a ``db`` fixture built with
+:func:`backend_uri`) inside ``unshare --net`` with :data:`SERVER_ENV` set; there ``BACKENDS`` is ``["server"]``
+and the session fixture :func:`milvus_server` runs the PyPI ``milvus`` package's standalone server
+(v2.3.5), whose ports bind every interface — hence the private network namespace with loopback only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: Set (to "1") for the server-backed inner run; tests/test_server.py sets it inside the namespace.
+SERVER_ENV = "POOLVEC_TEST_MILVUS_SERVER"
+#: Backends of this run: parametrise a ``db`` fixture with them.
+BACKENDS = ["server"] if os.environ.get(SERVER_ENV) else ["lite"]
+#: The test files whose ``db``-parametrised tests the inner run executes.
+SERVER_SUITE = ("tests/test_index.py", "tests/test_backends.py", "tests/test_sync.py")
+
+
+_server_uri: list[str] = []  # one server per session, however many modules import the fixture
+
+
+@pytest.fixture(scope="session")
+def milvus_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real Milvus standalone server, started once per (inner) session and stopped at its end; its URI."""
+    if not os.environ.get(SERVER_ENV):
+        pytest.fail(f"the Milvus server only runs in tests/test_server.py's private network namespace ({SERVER_ENV})")
+    if not _server_uri:
+        from milvus import MilvusServer
+
+        server = MilvusServer()
+        server.set_base_dir(str(tmp_path_factory.mktemp("milvus_server")))
+        request.config.add_cleanup(server.stop)
+        server.start()
+        _server_uri.append(f"http://127.0.0.1:{server.listen_port}")
+    return _server_uri[0]
+
+
+def backend_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The index URI for ``request.param``: a fresh Lite database, or the server emptied of collections."""
+    if request.param == "lite":
+        return str(tmp_path / "index.db")
+    from pymilvus import MilvusClient
+
+    uri = request.getfixturevalue("milvus_server")
+    client = MilvusClient(uri=uri, timeout=30)
+    try:
+        for name in client.list_collections():
+            client.drop_collection(name)
+    finally:
+        client.close()
+    return uri

@@ -1,0 +1,129 @@
+"""What differs between Milvus backends: vector index kinds, reload after release, stored specs, the CLI.
+
+Every test takes the ``db`` fixture: Milvus Lite in the normal run, a real Milvus 2.3.5 server in
+tests/test_server.py's inner run (inside a private network namespace).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from backend_cases import BACKENDS, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
+from typer.testing import CliRunner
+
+from indexer import BackendError, ImageIndex, IndexerError, VectorIndex
+from indexer.cli import app
+from indexer.store import LITE_KINDS, MilvusStore
+
+#: Small build parameters: 11 rows need no 1024-list IVF.
+KINDS = {
+    "FLAT": None,
+    "HNSW": {"M": 8, "efConstruction": 64},
+    "HNSW_SQ": {"M": 8, "efConstruction": 64, "sq_type": "SQ8"},
+    "IVF_FLAT": {"nlist": 4},
+    "IVF_SQ8": {"nlist": 4},
+    "IVF_PQ": {"nlist": 4, "m": 16, "nbits": 8},
+}
+#: What each backend builds (Milvus server 2.3.5 has no HNSW_SQ; Lite refuses IVF_PQ).
+SUPPORTED = {
+    "lite": {"FLAT", "HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8"},
+    "server": {"FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ"},
+}
+
+
+@pytest.fixture
+def photos(tmp_path, photo_dir):
+    folder = tmp_path / "photos"
+    shutil.copytree(photo_dir, folder)
+    return folder
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request, tmp_path):
+    """A fresh Milvus Lite path; in tests/test_server.py's inner run, a real Milvus server's URI."""
+    return backend_uri(request, tmp_path)
+
+
+def backend(db: str) -> str:
+    return "server" if db.startswith("http") else "lite"
+
+
+def stem(path: str) -> str:
+    return path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_index_kinds_build_search_and_round_trip(db, photos, extractor, kind):
+    spec = VectorIndex(kind, KINDS[kind], search={"nprobe": 4} if kind.startswith("IVF") else None)
+    index = ImageIndex(db, collection=f"k_{kind.lower()}", extractor=extractor, vector_index=spec)
+    if kind not in SUPPORTED[backend(db)]:
+        error = IndexerError if backend(db) == "lite" else BackendError
+        with pytest.raises(error, match=kind):
+            index.add_folder(photos)
+        assert not index.store.exists()  # refused before (Lite) or cleaned up after (server) creating anything
+        return
+    assert index.add_folder(photos).added == 11
+    hit = index.search(photos / "coffee.jpg", k=3)[0]
+    assert stem(hit.path) == "coffee" and hit.score == pytest.approx(1.0, abs=0.02)  # SQ8/PQ are lossy
+    reopened = ImageIndex(db, collection=f"k_{kind.lower()}")
+    assert reopened.vector_index == spec
+    assert reopened.info()["vector_index"]["kind"] == kind and len(reopened) == 11
+
+
+def test_default_index_is_hnsw_with_its_search_ef(db):
+    spec = VectorIndex()
+    assert (spec.kind, spec.params, spec.metric) == ("HNSW", {"M": 16, "efConstruction": 200}, "IP")
+    assert spec.search_params(10)["params"] == {"ef": 64} and spec.search_params(50)["params"] == {"ef": 100}
+    assert VectorIndex("hnsw", search={"ef": 5}).search_params(10)["params"] == {"ef": 10}  # ef ≥ k always
+    assert VectorIndex("IVF_FLAT").params == {"nlist": 1024}
+
+
+def test_unknown_index_kind_leaves_no_collection(db, photos, extractor):
+    index = ImageIndex(db, collection="bad", extractor=extractor, vector_index=VectorIndex("NOT_AN_INDEX", {}))
+    with pytest.raises(IndexerError):  # Lite: refused up front; server: BackendError, then the collection dropped
+        index.add_folder(photos)
+    assert not MilvusStore(db, "bad").exists()
+    assert "NOT_AN_INDEX" not in LITE_KINDS
+
+
+def test_released_collection_is_loaded_again_on_open(db, photos, extractor):
+    ImageIndex(db, extractor=extractor).add_folder(photos)
+    store = MilvusStore(db, "images")
+    store.client.release_collection("images")
+    state = store.client.get_load_state("images")["state"]
+    assert "NotLoad" in str(state)  # released for real, so the reopen below has to load it
+    reopened = ImageIndex(db)
+    assert stem(reopened.search(photos / "astronaut.jpg", k=1)[0].path) == "astronaut"
+    assert len(reopened) == 11
+
+
+def test_stored_config_and_properties_round_trip(db, photos, extractor):
+    index = ImageIndex(db, extractor=extractor)
+    index.add_folder(photos)
+    props = MilvusStore(db, "images").properties()
+    assert json.loads(props["poolvec.config"]) == index.config
+    assert json.loads(props["poolvec.index"])["kind"] == "HNSW"
+    info = ImageIndex(db).info()
+    assert info["fingerprint"] == index.info()["fingerprint"] == props["poolvec.fingerprint"]
+    assert info["backend"].startswith("Milvus Lite" if backend(db) == "lite" else "Milvus server")
+
+
+def test_count_follows_deletes_at_once(db, photos, extractor):
+    index = ImageIndex(db, extractor=extractor)
+    index.add_folder(photos)
+    assert len(index) == 11
+    index.store.delete([h.id for h in index.search(photos / "rocket.jpg", k=2)])  # Strong consistency: no lag
+    assert len(index) == 9
+
+
+def test_cli_index_search_info(db, photos, query_dir):
+    runner = CliRunner()
+    res = runner.invoke(app, ["index", str(photos), "--uri", db, "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["search", str(query_dir / "flower_edit.jpg"), "--uri", db, "-k", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)[0]["hits"][0]["path"] == str(photos / "flower.jpg")
+    info = json.loads(runner.invoke(app, ["info", "--uri", db, "--json"]).stdout)
+    assert info["count"] == 11 and info["uri"] == db
