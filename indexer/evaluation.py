@@ -160,6 +160,7 @@ class _SafeUnpickler(pickle.Unpickler):
     ALLOWED = frozenset(
         {("builtins", n) for n in ("list", "dict", "tuple", "set", "frozenset", "int", "float", "str", "bytes")}
         | {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
+        | {(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")}
         | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
     )
 
