@@ -118,7 +118,7 @@ def build_backbone(
         mean=tuple(float(v) for v in mean),  # type: ignore[arg-type]
         std=tuple(float(v) for v in std),  # type: ignore[arg-type]
     )
-    return Backbone(model, trunk, spec)
+    return Backbone(model, trunk, spec).eval()
 
 
 def _seeded(build):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -95,6 +96,8 @@ class Extractor:
         precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``, ``"bf16"``.
         max_pixels: images declaring more pixels are refused (decompression-bomb guard).
         max_bytes: larger files are refused unread.
+        optimize: on CPU, trace and freeze the backbone on first use (1.5–2× faster forward after a ~2 s
+            one-off cost; vectors equal to eager within ~1e-5). Worth it for indexing, not for one query.
         decoder: ``"pil"`` (default) or ``"torchvision"``: JPEGs decoded and resized on ``device`` (nvJPEG on a
             GPU). Part of the embedding config, since the pixels differ slightly.
     """
@@ -113,6 +116,7 @@ class Extractor:
         workers: int = 1,
         device: str | torch.device = "auto",
         precision: str = "auto",
+        optimize: bool = False,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
         decoder: str = "pil",
@@ -140,6 +144,9 @@ class Extractor:
         self.max_bytes = max_bytes
         self.device = pick_device(device)
         self.precision = precision
+        self.optimize = optimize
+        self._traced: torch.jit.ScriptModule | None = None
+        self._checked: set[tuple[int, ...]] = set()
         # channels_last: 2–3× faster convolutions on CPU (oneDNN) and tensor cores on GPU (docs/BENCHMARKS.md).
         self.backbone.to(self.device, memory_format=torch.channels_last)
 
@@ -365,8 +372,30 @@ class Extractor:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
+        if self.optimize and self.device.type == "cpu" and self.precision in ("auto", "fp32"):
+            return self._optimized_forward(x)
         with self._autocast():
             return self.backbone(x)
+
+    def _optimized_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone traced and frozen (BN folded, oneDNN fusions): 1.5–2× faster on CPU after a one-off
+        ~2 s trace. Checked against eager once per input shape; any disagreement falls back to eager."""
+        if self._traced is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch 2.14 deprecates jit; torch.compile takes minutes here
+                self._traced = torch.jit.freeze(torch.jit.trace(self.backbone, x, check_trace=False))
+        out = self._traced(x)
+        shape = tuple(x.shape[1:])
+        if shape not in self._checked:
+            ref = self.backbone(x)
+            if out.shape != ref.shape or not torch.allclose(out, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max())):
+                warnings.warn(
+                    f"{self.backbone.spec.name}: traced backbone differs from eager; using eager", stacklevel=2
+                )
+                self.optimize = False
+                return ref
+            self._checked.add(shape)
+        return out
 
     def _autocast(self):
         kind = self.precision

@@ -51,7 +51,8 @@ class ImageIndex:
             refused). ``None``: an existing index rebuilds its own; a new one uses ``Extractor()``.
         token: Milvus server token (``user:password`` or an API key).
         vector_index: the Milvus vector index for a new collection (HNSW by default).
-        batch_size, workers, device: runtime settings for the rebuilt extractor (they do not change vectors).
+        batch_size, workers, device, optimize: runtime settings for the rebuilt extractor (they do not change
+            the vectors beyond float rounding).
         timeout: seconds to wait for a Milvus server.
         fit_limit: images sampled (evenly) from the first folder to fit pooling that learns from data (PCA…).
     """
@@ -67,13 +68,14 @@ class ImageIndex:
         batch_size: int = 16,
         workers: int = 1,
         device: str = "auto",
+        optimize: bool = False,
         timeout: float = 10.0,
         fit_limit: int = 2000,
     ) -> None:
         self.uri = os.fspath(uri)
         self.collection = collection
         self.store = MilvusStore(self.uri, collection, token=token, timeout=timeout)
-        self._runtime = {"batch_size": batch_size, "workers": workers, "device": device}
+        self._runtime = {"batch_size": batch_size, "workers": workers, "device": device, "optimize": optimize}
         self.fit_limit = fit_limit
         self._extractor = extractor
         self._config: dict[str, Any] | None = None

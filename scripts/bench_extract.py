@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from extractor import Extractor, iter_image_files  # noqa: E402
+from extractor import Extractor, build_backbone, iter_image_files  # noqa: E402
 from extractor.images import load_image  # noqa: E402
 from extractor.preprocess import resize, to_tensor  # noqa: E402
 
@@ -106,7 +106,7 @@ def bench(paths: list[Path], runs: int, batch_size: int, workers: int) -> dict[s
             for s in range(0, len(group), batch_size):
                 ex._embed_pixels(torch.stack(group[s : s + batch_size]))
 
-    model = ex.backbone.model
+    model = build_backbone().model  # the same packaged weights, used the usual way: NCHW, eager, batch of one
     results = {
         "decode": rate(decode, n, runs),
         "forward": rate(forward, n, runs),

@@ -127,3 +127,10 @@ def test_torchvision_decoder_path_on_cpu(photo_dir, tmp_path, extractor):
     Image.open(paths[0]).save(png)  # non-JPEG files still go through Pillow
     np.testing.assert_allclose(ex.embed(png), extractor.embed(png), atol=1e-6)
     assert Extractor.from_config(ex.config()).policy.decoder == "torchvision"
+
+
+def test_optimized_forward_matches_eager(photo_dir, extractor):
+    paths = sorted(photo_dir.glob("*.jpg"))  # several shapes: each is checked against eager once
+    fast = Extractor(optimize=True)
+    np.testing.assert_allclose(fast.embed(paths), extractor.embed(paths), atol=1e-5)
+    assert fast.optimize and fast._traced is not None and len(fast._checked) >= 2
