@@ -88,8 +88,8 @@ def baseline_embed(model: torch.nn.Module, paths: list[Path]) -> np.ndarray:
     return np.stack(out)
 
 
-def bench(paths: list[Path], runs: int, batch_size: int, workers: int) -> dict[str, float]:
-    ex = Extractor(batch_size=batch_size, workers=workers, device="cpu")
+def bench(paths: list[Path], runs: int, batch_size: int, workers: int, optimize: bool) -> dict[str, float]:
+    ex = Extractor(batch_size=batch_size, workers=workers, device="cpu", optimize=optimize)
     policy = ex.policy
     n = len(paths)
 
@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--optimize", action="store_true", help="traced+frozen backbone (what `poolvec index` uses)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:
@@ -137,12 +138,15 @@ def main() -> None:
         if args.folder
         else {name: make_folder(args.cache / name, size, args.count) for name, size in SIZES.items()}
     )
-    table = {name: bench(paths, args.runs, args.batch_size, args.workers) for name, paths in sets.items()}
+    table = {
+        name: bench(paths, args.runs, args.batch_size, args.workers, args.optimize) for name, paths in sets.items()
+    }
     meta = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {args.workers} decode workers",
         "torch": torch.__version__,
         "batch_size": args.batch_size,
+        "optimize": args.optimize,
     }
     print(f"# {meta}")
     cols = ["set", "images", "shapes", "decode img/s", "forward img/s", "full img/s", "full/forward"]

@@ -73,7 +73,8 @@ def main() -> None:
     import timm
 
     torch.manual_seed(0)
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    # As the Extractor runs it: channels_last weights and inputs, so the maps are channels_last too.
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval().to(memory_format=torch.channels_last)
     rows = []
     meta = {
         "date": dt.date.today().isoformat(),
@@ -82,11 +83,12 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
         "batch": args.batch,
-        "backbone": "timm tf_efficientnet_lite0 (random weights), forward_features, fp32, inference_mode",
+        "backbone": "timm tf_efficientnet_lite0 (random weights), forward_features, fp32, inference_mode, "
+        "channels_last (as the Extractor)",
     }
     for size in args.sizes.split(","):
         h, w = SIZES[size]
-        images = torch.randn(args.batch, 3, h, w)
+        images = torch.randn(args.batch, 3, h, w).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             maps = model.forward_features(images)
             fwd = _median_ms(lambda im=images: model.forward_features(im), args.forward_runs, warmup=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from backend_cases import BACKENDS, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
+from backend_cases import BACKENDS, SERVER_ENV, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
 from PIL import Image
 
 from extractor import Extractor
@@ -200,3 +201,81 @@ def test_dba_augments_once_and_later_additions_too(index, photos, query_dir, ext
     new = next(iter(index.store.get([path_id(str(extra / "upside.jpg"))], fields=("vector",)).values()))["vector"]
     assert float(np.dot(new, extractor.embed(extra / "upside.jpg")[0])) < 0.9999  # augmented on the way in
     assert index.info()["dba"] == {"n": 2, "alpha": 3.0}
+
+
+class _Forwarder:
+    """A loopback TCP forwarder to the Milvus server that can be cut, as a server or network going away."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+        import threading
+
+        self.target, self.conns, self.alive = target, [], True
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while self.alive:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        import socket
+
+        self.alive = False
+        for s in [self.sock, *self.conns]:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+@pytest.mark.skipif(not os.environ.get(SERVER_ENV), reason="needs the real Milvus server (tests/test_server.py)")
+def test_server_going_away_mid_run_is_a_clear_error_and_the_rerun_finishes(milvus_server, tmp_path, photo_dir):  # noqa: F811
+    import time
+    from urllib.parse import urlparse
+
+    from indexer import BackendError
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for src in sorted(photo_dir.glob("*.jpg")):
+        img = Image.open(src)
+        for i in range(8):  # 88 distinct images
+            w, h = img.size
+            img.crop((i * w // 40, i * h // 50, w, h)).save(folder / f"{src.stem}_{i}.jpg")
+    url = urlparse(milvus_server)
+    proxy = _Forwarder((url.hostname, url.port))
+    ex = Extractor(max_side=96, batch_size=8)
+    index = ImageIndex(f"http://127.0.0.1:{proxy.port}", collection="goaway", extractor=ex, timeout=5)
+    cut_at: list[float] = []
+
+    def progress(done: int, total: int | None, path: str) -> None:
+        if done == 70 and not cut_at:  # after the first batch of 64 rows was written
+            proxy.cut()
+            cut_at.append(time.monotonic())
+
+    with pytest.raises(BackendError, match="Milvus"):
+        index.add_folder(folder, progress=progress)
+    assert cut_at and time.monotonic() - cut_at[0] < 60  # a bounded wait, not a hang
+    direct = ImageIndex(milvus_server, collection="goaway")
+    report = direct.add_folder(folder)
+    assert report.unchanged >= 64 and report.added + report.unchanged == 88 and not report.failed
+    assert len(direct) == 88
