@@ -26,6 +26,8 @@ from .store import MilvusStore
 
 #: Rows per upsert: an interrupted run loses at most this many embeddings.
 INSERT_BATCH = 64
+#: Rows between flushes: Milvus Lite holds unflushed rows in memory (and brute-forces them per search).
+FLUSH_EVERY = 4096
 #: Files checked against the collection per round trip.
 LOOKUP_BATCH = 256
 
@@ -112,13 +114,18 @@ def sync(
     pending: dict[str, dict[str, Any]] = {}
     batch: list[tuple[dict[str, Any], bool]] = []
 
+    written = 0
+
     def flush() -> None:
-        nonlocal batch
+        nonlocal batch, written
         fresh = [row for row, is_fresh in batch if is_fresh]
         if transform is not None and fresh:
             for row, vec in zip(fresh, transform(np.asarray([r["vector"] for r in fresh], np.float32)), strict=True):
                 row["vector"] = vec.tolist()
         store.upsert([row for row, _ in batch])
+        if (written + len(batch)) // FLUSH_EVERY > written // FLUSH_EVERY:
+            store.flush()
+        written += len(batch)
         batch = []
 
     def tick(path: str) -> None:
