@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from backend_cases import BACKENDS, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,3 +64,17 @@ def held_lite_db(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.fixture
+def photos(tmp_path, photo_dir) -> Path:
+    """A writable copy of the 11 real photos."""
+    folder = tmp_path / "photos"
+    shutil.copytree(photo_dir, folder)
+    return folder
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request, tmp_path) -> str:
+    """A fresh Milvus Lite path; in tests/test_server.py's inner run, a real Milvus server's URI."""
+    return backend_uri(request, tmp_path)

@@ -7,7 +7,6 @@ tests/test_server.py's inner run (inside a private network namespace).
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from backend_cases import BACKENDS, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
@@ -31,19 +30,6 @@ SUPPORTED = {
     "lite": {"FLAT", "HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8"},
     "server": {"FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ"},
 }
-
-
-@pytest.fixture
-def photos(tmp_path, photo_dir):
-    folder = tmp_path / "photos"
-    shutil.copytree(photo_dir, folder)
-    return folder
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, tmp_path):
-    """A fresh Milvus Lite path; in tests/test_server.py's inner run, a real Milvus server's URI."""
-    return backend_uri(request, tmp_path)
 
 
 def backend(db: str) -> str:

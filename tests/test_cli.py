@@ -9,20 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from indexer.cli import app
 
 runner = CliRunner()
 POOLVEC = Path(sys.executable).with_name("poolvec")
-
-
-@pytest.fixture
-def photos(tmp_path, photo_dir):
-    folder = tmp_path / "photos"
-    shutil.copytree(photo_dir, folder)
-    return folder
 
 
 def test_index_search_info_json(tmp_path, photos, query_dir):

@@ -15,19 +15,6 @@ from indexer import BackendError, ConfigMismatchError, ImageIndex, IndexerError,
 STEREO = {"motorcycle_left", "motorcycle_right"}  # one scene seen by two cameras
 
 
-@pytest.fixture
-def photos(tmp_path, photo_dir):
-    folder = tmp_path / "photos"
-    shutil.copytree(photo_dir, folder)
-    return folder
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, tmp_path):
-    """A fresh Milvus Lite path; in tests/test_server.py's inner run, a real Milvus server's URI."""
-    return backend_uri(request, tmp_path)
-
-
 def stem(path: str) -> str:
     return path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
 

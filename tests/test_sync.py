@@ -18,13 +18,6 @@ from extractor import Extractor
 from indexer import ImageIndex, path_id
 
 
-@pytest.fixture
-def photos(tmp_path, photo_dir):
-    folder = tmp_path / "photos"
-    shutil.copytree(photo_dir, folder)
-    return folder
-
-
 @pytest.fixture(params=BACKENDS)
 def index(request, tmp_path, extractor):
     """A fresh index on Milvus Lite; in tests/test_server.py's inner run, on a real Milvus server."""
