@@ -7,6 +7,7 @@ image will be shrunk anyway (``Image.draft``: 2–4× less decode time on large 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -73,6 +74,15 @@ def iter_image_files(
                 yield from walk(sub)
 
     yield from walk(top)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB chunks (content identity of images and weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_image(

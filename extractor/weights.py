@@ -8,7 +8,6 @@ below. Every file is read with ``torch.load(weights_only=True)``: a weights file
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from functools import lru_cache
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import ExtractorError
+from .images import file_sha256
 
 #: timm architecture → (package module, model-file class) for the packaged checkpoints.
 PACKAGED: dict[str, tuple[str, str]] = {
@@ -52,19 +52,14 @@ def packaged_weights_file(arch: str) -> Path:
 
 
 @lru_cache(maxsize=16)
-def file_sha256(path: str, mtime_ns: int, size: int) -> str:
-    """sha256 of a file (cached by path, mtime and size)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
+    return file_sha256(path)
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
     """sha256 hex digest of a weights file."""
     st = os.stat(path)
-    return file_sha256(os.fspath(path), st.st_mtime_ns, st.st_size)
+    return _cached_sha256(os.fspath(path), st.st_mtime_ns, st.st_size)
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -23,12 +23,22 @@ ROW_FIELDS = ("path", "root", "dirs", "size", "mtime_ns", "width", "height", "sh
 
 
 def augment(
-    store: MilvusStore, index: VectorIndex, vectors: np.ndarray, n: int, alpha: float, include_self: bool
+    store: MilvusStore,
+    index: VectorIndex,
+    vectors: np.ndarray,
+    n: int,
+    alpha: float,
+    include_self: bool,
+    filter: str = "",
 ) -> np.ndarray:
-    """DBA-weighted vectors for ``vectors`` [B, D] against the collection (``include_self``: they are stored)."""
+    """normalise(v + Σ_{top-n neighbours j} max(s_j, 0)^α · v_j) for each row of ``vectors`` [B, D].
+
+    The same operation serves DBA (database vectors) and α-query-expansion (queries). With ``include_self``
+    the vectors are already stored, so their own top hit stands for ``v`` instead of adding it twice.
+    """
     if len(vectors) == 0:
         return vectors
-    results = store.search(vectors.tolist(), n, index)
+    results = store.search(vectors.tolist(), n, index, filter=filter)
     ids = sorted({int(h["id"]) for hits in results for h in hits})
     stored = store.get(ids, fields=("vector",))
     out = np.zeros_like(vectors, dtype=np.float64) if include_self else vectors.astype(np.float64).copy()

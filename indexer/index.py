@@ -250,7 +250,7 @@ class ImageIndex:
         expr = filters.build(under_folder=under, size=size, mtime=mtime, width=width, height=height, where=where)
         vectors = self._query_vectors(list(queries))
         if qe > 0:
-            vectors = self._expand(vectors, qe, qe_alpha, expr)
+            vectors = dba.augment(self.store, self.vector_index, vectors, qe, qe_alpha, include_self=False, filter=expr)
         results = self.store.search(vectors.tolist(), k, self.vector_index, filter=expr)
         return [
             [
@@ -265,18 +265,6 @@ class ImageIndex:
             ]
             for hits in results
         ]
-
-    def _expand(self, vectors: np.ndarray, n: int, alpha: float, expr: str) -> np.ndarray:
-        """α-query-expansion: add the top-n neighbours' vectors weighted by similarity^α, renormalise."""
-        results = self.store.search(vectors.tolist(), n, self.vector_index, filter=expr)
-        ids = sorted({int(h["id"]) for hits in results for h in hits})
-        stored = self.store.get(ids, fields=("vector",))
-        out = vectors.astype(np.float64).copy()
-        for row, hits in zip(out, results, strict=True):
-            for h in hits:
-                row += max(float(h["distance"]), 0.0) ** alpha * np.asarray(stored[int(h["id"])]["vector"])
-        out /= np.linalg.norm(out, axis=1, keepdims=True).clip(min=1e-12)
-        return out.astype(np.float32)
 
     def find_duplicates(
         self, threshold: float = 0.9, *, k: int = 10, under: str | os.PathLike[str] | None = None

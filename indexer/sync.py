@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from extractor import Extractor
+from extractor.images import file_sha256
 
 from .errors import IndexerError
 from .filters import ancestors, quote, under
@@ -68,15 +69,6 @@ def path_id(path: str) -> int:
     """Stable 63-bit primary key of an absolute path (the same file always maps to the same row)."""
     digest = hashlib.blake2b(os.fsencode(path), digest_size=8).digest()
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def file_sha256(path: str) -> str:
-    """Content hash of a file (exact duplicates share it)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def make_row(path: str, root: str, vector: Any, info: dict[str, Any]) -> dict[str, Any]:
