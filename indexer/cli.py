@@ -216,9 +216,20 @@ def index(
         asked = (backbone, weights, layer, pooling, max_side, size, crop, scales, decoder)
         if idx.config is None or asked != _DEFAULT_EMBEDDING:
             ex = _extractor(
-                backbone, weights, layer, pooling, max_side, size, crop, scales, batch_size, workers, device, decoder
+                backbone,
+                weights,
+                layer,
+                pooling,
+                max_side,
+                size,
+                crop,
+                scales,
+                batch_size,
+                workers,
+                device,
+                decoder,
+                optimize,
             )
-            ex.optimize = optimize
             idx = ImageIndex(
                 db, collection, token=token, extractor=ex, vector_index=_vector_index(index_type, index_params)
             )
