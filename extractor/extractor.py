@@ -1,7 +1,8 @@
 """The :class:`Extractor`: images in, L2-normalised embedding vectors out, streamed and batched.
 
 Decoding runs in threads (the decoders release the GIL) ahead of the forward pass; decoded images are
-grouped by shape so that batches need neither padding nor distortion; results come back in input order.
+grouped by shape so that batches need neither padding nor distortion, and a batch runs as soon as it is full
+(:mod:`.batching`); results come back in input order.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pooling import build as build_pooling
 from pooling import from_dict as pooling_from_dict
 
 from .backbones import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, Backbone, build_backbone
+from .batching import batched_in_order
 from .errors import ExtractorError, ImageError
 from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image, to_rgb
 from .jpeg import decode_resize, is_jpeg_path, read_jpeg
@@ -34,6 +36,12 @@ from .preprocess import DEFAULT_MAX_SIDE, InputPolicy, normalize, resize, to_ten
 #: What :meth:`Extractor.embed` accepts per item: a path, a PIL image, an HWC uint8 array or a CHW tensor.
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+#: Automatic batch size off the GPU: as many images as fit this many input pixels (4 at 320×240). On a 2-core
+#: CPU, EfficientNet-Lite0 ran fastest at 0.2–0.3 Mpixel per forward pass (1.7× the speed of batches of 16
+#: at 320×240, whose activations no longer fit the caches); docs/BENCHMARKS.md, "Extraction".
+CPU_BATCH_PIXELS = 4 * 320 * 240
+#: Automatic batch size on a GPU.
+GPU_BATCH = 32
 
 
 @dataclass
@@ -60,6 +68,7 @@ class _Loaded:
     width: int = 0
     height: int = 0
     data: torch.Tensor | None = None  # undecoded JPEG bytes (decoder="torchvision")
+    vector: np.ndarray | None = None
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -91,7 +100,9 @@ class Extractor:
         max_side: longer side of the network input, aspect ratio kept (the default policy).
         size, crop: the square policy instead: ``size=224, crop=True`` is the classic resize + centre crop.
         scales: input scales combined by a power mean with the pooling's p (e.g. ``(1, 0.7071, 0.5)``).
-        batch_size: images per forward pass. workers: decode threads (0 = decode in the calling thread).
+        batch_size: images per forward pass; ``None`` picks it per input shape: 32 on a GPU, elsewhere as many
+            as fit ~0.3 Mpixel (4 images at 320×240), which ran fastest on a CPU.
+        workers: decode threads (0 = decode in the calling thread).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         precision: ``"auto"`` (fp16 autocast on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``, ``"bf16"``.
         max_pixels: images declaring more pixels are refused (decompression-bomb guard).
@@ -112,7 +123,7 @@ class Extractor:
         size: int | None = None,
         crop: bool = False,
         scales: Iterable[float] = (1.0,),
-        batch_size: int = 16,
+        batch_size: int | None = None,
         workers: int = 1,
         device: str | torch.device = "auto",
         precision: str = "auto",
@@ -121,7 +132,7 @@ class Extractor:
         max_bytes: int | None = DEFAULT_MAX_BYTES,
         decoder: str = "pil",
     ) -> None:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ExtractorError(f"batch_size must be ≥ 1, got {batch_size}")
         if workers < 0:
             raise ExtractorError(f"workers must be ≥ 0, got {workers}")
@@ -226,7 +237,7 @@ class Extractor:
         if not self.pipeline.pool.fitted:
             maps = (
                 self.feature_maps(it.pixels[None])
-                for it in self._load_stream(sample, prefetch=self.batch_size * 4)
+                for it in self._load_stream(sample, prefetch=self._hold)
                 if it.pixels is not None
             )
             self.pipeline.fit_pool(maps)
@@ -250,15 +261,36 @@ class Extractor:
         return self(images)
 
     def _stream(self, inputs: Iterable[ImageInput], post: bool) -> Iterator[Embedded]:
-        window = self.batch_size * 4
-        buffer: list[_Loaded] = []
-        for loaded in self._load_stream(inputs, prefetch=window):
-            buffer.append(loaded)
-            if len(buffer) >= window:
-                yield from self._embed_window(buffer, post)
-                buffer = []
-        if buffer:
-            yield from self._embed_window(buffer, post)
+        items = self._load_stream(inputs, prefetch=self._hold)
+        if self.policy.decoder == "torchvision":
+            items = batched_in_order(
+                items,
+                key=lambda it: "jpeg" if it.data is not None else None,
+                batch_size=lambda _: self.batch_size or GPU_BATCH,
+                process=self._decode_on_device,
+                hold=self._hold,
+            )
+        for it in batched_in_order(
+            items,
+            key=lambda it: tuple(it.pixels.shape) if it.pixels is not None else None,
+            batch_size=self._batch_for,
+            process=lambda batch: self._embed_batch(batch, post),
+            hold=self._hold,
+        ):
+            yield Embedded(it.source, it.vector, it.error, it.width, it.height)
+
+    @property
+    def _hold(self) -> int:
+        """Decoded images held back at most (prefetched, or waiting for a batch of their shape to fill)."""
+        return max(64, 4 * (self.batch_size or 0))
+
+    def _batch_for(self, shape: tuple[int, ...]) -> int:
+        """Images per forward pass for pixels of ``shape`` ([3, H, W])."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if self.device.type == "cuda":
+            return GPU_BATCH
+        return max(1, CPU_BATCH_PIXELS // (shape[-1] * shape[-2]))
 
     def preprocess(self, image: ImageInput) -> torch.Tensor:
         """One image → the uint8 ``[3, H, W]`` tensor the backbone sees (before normalisation)."""
@@ -299,7 +331,7 @@ class Extractor:
             else:
                 return _Loaded(index, source, None, f"unsupported input type {type(item).__name__}")
             width, height = img.size
-            return _Loaded(index, source, to_tensor(resize(img, self.policy)), None, width, height)
+            return _Loaded(index, source, resize(to_tensor(img), self.policy), None, width, height)
         except ImageError as e:
             return _Loaded(index, source, None, e.reason)
         except (ValueError, TypeError, OSError, MemoryError) as e:
@@ -323,30 +355,20 @@ class Extractor:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _embed_window(self, items: list[_Loaded], post: bool = True) -> Iterator[Embedded]:
-        """Embed a window of decoded images, batching those of equal shape, and yield them in order."""
-        vectors: dict[int, np.ndarray] = {}
-        undecoded = [it for it in items if it.data is not None]
-        for it, res in zip(
-            undecoded, decode_resize([it.data for it in undecoded], self.policy, self.device), strict=True
-        ):
+    def _decode_on_device(self, items: list[_Loaded]) -> None:
+        """Decode a batch of JPEG bytes on the device (decoder="torchvision"), in place."""
+        for it, res in zip(items, decode_resize([it.data for it in items], self.policy, self.device), strict=True):
             if isinstance(res, str):
                 it.error = res
             else:
                 it.pixels, it.width, it.height = res
             it.data = None
-        groups: dict[tuple[int, ...], list[_Loaded]] = {}
-        for it in items:
-            if it.pixels is not None:
-                groups.setdefault(tuple(it.pixels.shape), []).append(it)
-        for group in groups.values():
-            for start in range(0, len(group), self.batch_size):
-                chunk = group[start : start + self.batch_size]
-                out = self._embed_pixels(torch.stack([c.pixels for c in chunk]), post)  # type: ignore[misc]
-                for c, v in zip(chunk, out, strict=True):
-                    vectors[c.index] = v
-        for it in items:
-            yield Embedded(it.source, vectors.get(it.index), it.error, it.width, it.height)
+
+    def _embed_batch(self, items: list[_Loaded], post: bool) -> None:
+        """Embed decoded images of one shape, in place; their pixels are dropped once used."""
+        out = self._embed_pixels(torch.stack([it.pixels for it in items]), post)  # type: ignore[misc]
+        for it, v in zip(items, out, strict=True):
+            it.vector, it.pixels = v, None
 
     @torch.inference_mode()
     def _embed_pixels(self, pixels: torch.Tensor, post: bool = True) -> np.ndarray:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from .errors import ImageError
 from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from .preprocess import InputPolicy
+from .preprocess import InputPolicy, resize
 
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
@@ -69,11 +68,6 @@ def decode_resize(
     for img in images:
         if isinstance(img, str):
             out.append(img)
-            continue
-        h, w = img.shape[-2:]
-        tw, th = policy.target_size(w, h)
-        pix = TF.resize(img, [th, tw], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-        if policy.crop:
-            pix = TF.center_crop(pix, [policy.size, policy.size])
-        out.append((pix, w, h))
+        else:
+            out.append((resize(img, policy), img.shape[-1], img.shape[-2]))
     return out

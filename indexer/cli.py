@@ -64,7 +64,9 @@ MaxSideOpt = Annotated[int, typer.Option(help="Longer side of the network input 
 SizeOpt = Annotated[int | None, typer.Option(help="Square input instead: resize to SIZE (with --crop: centre crop).")]
 CropOpt = Annotated[bool, typer.Option(help="With --size: shorter side to SIZE, then centre crop.")]
 ScalesOpt = Annotated[str, typer.Option(help="Input scales, comma-separated, e.g. '1,0.7071,0.5'.")]
-BatchOpt = Annotated[int, typer.Option(help="Images per forward pass.")]
+BatchOpt = Annotated[
+    int | None, typer.Option(help="Images per forward pass (default: picked per image size and device).")
+]
 WorkersOpt = Annotated[int, typer.Option(help="Decode threads (0: decode in the main thread).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout, for scripts.")]
 DecoderOpt = Annotated[str, typer.Option(help="JPEG decoder: 'pil', or 'torchvision' (nvJPEG on a GPU device).")]
@@ -122,7 +124,7 @@ def _extractor(
     size: int | None,
     crop: bool,
     scales: str,
-    batch_size: int,
+    batch_size: int | None,
     workers: int,
     device: str,
     decoder: str = "pil",
@@ -183,7 +185,7 @@ def index(
     size: SizeOpt = None,
     crop: CropOpt = False,
     scales: ScalesOpt = "1",
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = None,
     workers: WorkersOpt = 1,
     device: DeviceOpt = "auto",
     decoder: DecoderOpt = "pil",
@@ -383,7 +385,7 @@ def embed(
     size: SizeOpt = None,
     crop: CropOpt = False,
     scales: ScalesOpt = "1",
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = None,
     workers: WorkersOpt = 1,
     device: DeviceOpt = "auto",
     decoder: DecoderOpt = "pil",

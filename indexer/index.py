@@ -65,7 +65,7 @@ class ImageIndex:
         extractor: Extractor | None = None,
         token: str | None = None,
         vector_index: VectorIndex | None = None,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         workers: int = 1,
         device: str = "auto",
         optimize: bool = False,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import skimage.data
+import torch
 from PIL import Image
 
 from extractor import ImageError, InputPolicy, iter_image_files, load_image
-from extractor.preprocess import resize
+from extractor.preprocess import resize, to_tensor
 
 
 @pytest.fixture
@@ -95,7 +96,7 @@ def test_draft_decode_keeps_enough_pixels(tmp_path):
     policy = InputPolicy(max_side=320)
     img = load_image(path, target=policy.target_size)
     assert 320 <= max(img.size) < 2048  # decoded at a reduced DCT scale, still ≥ the target
-    assert resize(img, policy).size == (320, 320)
+    assert resize(to_tensor(img), policy).shape == (3, 320, 320)
 
 
 def test_iter_image_files_sorted_filtered_recursive(tmp_path):
@@ -118,6 +119,23 @@ def test_policy_keeps_aspect_ratio_without_crop():
 
 def test_square_crop_policy(chelsea):
     p = InputPolicy(max_side=None, size=224, crop=True)
-    assert resize(chelsea, p).size == (224, 224)
+    out = resize(to_tensor(chelsea), p)
+    assert out.shape == (3, 224, 224) and out.dtype == torch.uint8
+    w, h = chelsea.size  # 451×300 → 337×224, centre 224 columns
+    left = (round(w * 224 / h) - 224) // 2
+    ref = np.asarray(chelsea.resize((round(w * 224 / h), 224), Image.Resampling.BICUBIC))[:, left : left + 224]
+    assert np.abs(out.permute(1, 2, 0).numpy().astype(int) - ref).max() <= 1
+
+
+@pytest.mark.parametrize(("size", "max_side"), [((451, 300), 320), ((300, 451), 200), ((100, 60), 320)])
+def test_resize_matches_pillow_bicubic(chelsea, size, max_side):
+    """torchvision's uint8 kernel stands in for Pillow's resize: within one grey level, almost all identical."""
+    img = chelsea.resize(size)
+    policy = InputPolicy(max_side=max_side)
+    out = resize(to_tensor(img), policy).permute(1, 2, 0).numpy().astype(int)
+    ref = np.asarray(img.resize(policy.target_size(*size), Image.Resampling.BICUBIC), dtype=int)
+    assert out.shape == ref.shape
+    diff = np.abs(out - ref)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.02
     with pytest.raises(Exception, match="exactly one"):
         InputPolicy(max_side=320, size=224)
