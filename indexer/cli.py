@@ -186,7 +186,7 @@ def index(
     crop: CropOpt = False,
     scales: ScalesOpt = "1",
     batch_size: BatchOpt = None,
-    workers: WorkersOpt = 1,
+    workers: WorkersOpt = 2,
     device: DeviceOpt = "auto",
     decoder: DecoderOpt = "pil",
     index_type: Annotated[str, typer.Option(help="Milvus vector index of a new collection: HNSW, IVF_FLAT, FLAT…")] = (
@@ -386,7 +386,7 @@ def embed(
     crop: CropOpt = False,
     scales: ScalesOpt = "1",
     batch_size: BatchOpt = None,
-    workers: WorkersOpt = 1,
+    workers: WorkersOpt = 2,
     device: DeviceOpt = "auto",
     decoder: DecoderOpt = "pil",
 ) -> None:

@@ -66,7 +66,7 @@ class ImageIndex:
         token: str | None = None,
         vector_index: VectorIndex | None = None,
         batch_size: int | None = None,
-        workers: int = 1,
+        workers: int = 2,
         device: str = "auto",
         optimize: bool = False,
         timeout: float = 10.0,

@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=48, help="images per generated size")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the Extractor's automatic size")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--optimize", action="store_true", help="traced+frozen backbone (what `poolvec index` uses)")
     parser.add_argument("--json", type=Path)
