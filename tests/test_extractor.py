@@ -8,6 +8,7 @@ import skimage.data
 import torch
 from PIL import Image
 
+import extractor.extractor as extractor_module
 from extractor import Extractor, ImageError, load_image
 from extractor.preprocess import to_tensor
 
@@ -135,6 +136,36 @@ def test_optimized_forward_matches_eager(photo_dir, extractor):
     fast = Extractor(optimize=True)
     np.testing.assert_allclose(fast.embed(paths), extractor.embed(paths), atol=1e-5)
     assert fast.optimize and fast._traced is not None and len(fast._checked) >= 2
+
+
+def test_trace_checks_stop_after_the_first_shapes(photo_dir, extractor, monkeypatch):
+    monkeypatch.setattr(extractor_module, "TRACE_CHECKS", 2)
+    paths = sorted(photo_dir.glob("*.jpg"))
+    fast = Extractor(optimize=True)
+    np.testing.assert_allclose(fast.embed(paths), extractor.embed(paths), atol=1e-5)
+    assert fast.optimize and len(fast._checked) == 2
+
+
+class ShapeBound(torch.nn.Module):
+    """A backbone whose trace is only right for the shape it was traced on (a Python int from the shape)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.spec = inner, inner.spec
+
+    def forward(self, x):
+        keep = max(1, int(x.shape[-1]) // 64)
+        return self.inner(x)[..., :keep]
+
+
+def test_trace_bound_to_one_shape_falls_back_to_eager(photo_dir):
+    paths = sorted(photo_dir.glob("*.jpg"))[:3]
+    ex = Extractor("resnet18", weights=None, optimize=True, device="cpu")
+    ex.backbone = ShapeBound(ex.backbone).eval()
+    with pytest.warns(UserWarning, match="differs from eager"):
+        first = ex.embed(paths)
+    assert not ex.optimize
+    np.testing.assert_allclose(first, ex.embed(paths), atol=1e-6)
 
 
 def test_vectors_match_the_pillow_resize_of_earlier_indexes(photo_dir, extractor):
