@@ -131,8 +131,23 @@ def bench(paths: list[Path], runs: int, batch_size: int | None, workers: int, op
     results["full/bound"] = results["full"] / results["bound"]
     results["full/baseline"] = results["full"] / results["baseline"]
     results["shapes"] = len(groups)
-    results["batch"] = ",".join(str(ex._batch_for(s)) for s in groups)
+    sizes = sorted({ex._batch_for(s) for s in groups})
+    results["batch"] = f"{sizes[0]}–{sizes[-1]}" if len(sizes) > 1 else str(sizes[0])
     return results
+
+
+def sweep(paths: list[Path], batches: list[int], runs: int, optimize: bool) -> dict[int, float]:
+    """Forward-only images/s (backbone + pooling, pre-decoded) at each fixed batch size, on the set's main shape."""
+    ex = Extractor(device="cpu", optimize=optimize)
+    pixels = [resize(to_tensor(load_image(p, target=ex.policy.target_size)), ex.policy) for p in paths]
+    shape = max({tuple(t.shape) for t in pixels}, key=[tuple(t.shape) for t in pixels].count)
+    x = torch.stack([t for t in pixels if tuple(t.shape) == shape][:1] * max(batches))
+    n = max(batches) * 2
+
+    def forward(b: int) -> Callable[[], object]:
+        return lambda: [ex._embed_pixels(x[:b]) for _ in range(n // b)]
+
+    return rates({str(b): (forward(b), n // b * b) for b in batches}, runs)  # type: ignore[return-value]
 
 
 def main() -> None:
@@ -145,6 +160,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--optimize", action="store_true", help="traced+frozen backbone (what `poolvec index` uses)")
+    parser.add_argument("--batches", help="also sweep forward-only speed over these batch sizes, e.g. 1,2,4,8,16")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.threads:
@@ -175,8 +191,16 @@ def main() -> None:
         cells += [f"{r['forward']:.1f}", f"{r['full']:.1f}", f"{r['full/forward']:.2f}", f"{r['bound']:.1f}"]
         cells += [f"{r['full/bound']:.2f}", f"{r['baseline']:.1f}", f"{r['full/baseline']:.2f}×"]
         print("| " + " | ".join(cells) + " |")
+    sweeps = {}
+    if args.batches:
+        batches = [int(b) for b in args.batches.split(",")]
+        sweeps = {name: sweep(paths, batches, args.runs, args.optimize) for name, paths in sets.items()}
+        print("\n| set | " + " | ".join(f"batch {b}" for b in batches) + " |")
+        print("|---" + "|---:" * len(batches) + "|")
+        for name, r in sweeps.items():
+            print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in r.values()) + " |")
     if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "results": table}, indent=2))
+        args.json.write_text(json.dumps({"meta": meta, "results": table, "batch_sweep": sweeps}, indent=2))
 
 
 if __name__ == "__main__":
