@@ -128,7 +128,7 @@ def _extractor(
     workers: int,
     device: str,
     decoder: str = "pil",
-    optimize: bool = False,
+    optimize: bool | str = "auto",
 ) -> Extractor:
     return Extractor(
         backbone=backbone,
@@ -195,7 +195,10 @@ def index(
     index_params: Annotated[
         str | None, typer.Option(help='Its build parameters as JSON, e.g. \'{"M": 32, "efConstruction": 256}\'.')
     ] = None,
-    optimize: Annotated[bool, typer.Option(help="Trace+freeze the backbone on CPU: faster after a ~2 s start.")] = True,
+    optimize: Annotated[
+        bool | None,
+        typer.Option(help="Trace+freeze the backbone on CPU (default: once 64 images are embedded)."),
+    ] = None,
     recursive: Annotated[bool, typer.Option(help="Descend into sub-folders.")] = True,
     prune: Annotated[bool, typer.Option(help="Delete entries whose files are gone.")] = False,
     shard: Annotated[
@@ -213,7 +216,8 @@ def index(
 
     def body() -> int:
         part = _shard(shard)
-        runtime = {"batch_size": batch_size, "workers": workers, "device": device, "optimize": optimize}
+        trace = "auto" if optimize is None else optimize
+        runtime = {"batch_size": batch_size, "workers": workers, "device": device, "optimize": trace}
         idx = ImageIndex(db, collection, token=token, **runtime)
         asked = (backbone, weights, layer, pooling, max_side, size, crop, scales, decoder)
         if idx.config is None or asked != _DEFAULT_EMBEDDING:
@@ -230,7 +234,7 @@ def index(
                 workers,
                 device,
                 decoder,
-                optimize,
+                trace,
             )
             idx = ImageIndex(
                 db, collection, token=token, extractor=ex, vector_index=_vector_index(index_type, index_params)

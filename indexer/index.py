@@ -68,7 +68,7 @@ class ImageIndex:
         batch_size: int | None = None,
         workers: int = 2,
         device: str = "auto",
-        optimize: bool = False,
+        optimize: bool | str = "auto",
         timeout: float = 10.0,
         fit_limit: int = 2000,
     ) -> None:

@@ -45,7 +45,7 @@ def test_partial_exit_code_and_failures_file(tmp_path, photos):
 
 def test_config_mismatch_is_usage_error_one_line(tmp_path, photos):
     db = str(tmp_path / "m.db")
-    assert runner.invoke(app, ["index", str(photos), "--db", db, "-q"]).exit_code == 0
+    assert runner.invoke(app, ["index", str(photos), "--db", db, "-q", "--optimize"]).exit_code == 0
     res = runner.invoke(app, ["index", str(photos), "--db", db, "--pooling", "mac | l2", "-q"])
     assert res.exit_code == 2
     assert "another embedding config" in res.stderr and "Traceback" not in res.output
@@ -91,7 +91,7 @@ def test_search_grid_and_html_render_results(tmp_path, photos, query_dir):
 def test_dups_json_and_html_escape_file_names(tmp_path, photos):
     shutil.copy(photos / "china.jpg", photos / "<script>alert(1)<script>.jpg")
     db = str(tmp_path / "d.db")
-    assert runner.invoke(app, ["index", str(photos), "--db", db, "-q"]).exit_code == 0
+    assert runner.invoke(app, ["index", str(photos), "--db", db, "-q", "--no-optimize"]).exit_code == 0
     page = tmp_path / "dups.html"
     res = runner.invoke(app, ["dups", "--db", db, "--json", "--html", str(page)])
     assert res.exit_code == 0, res.output

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import extractor.extractor as extractor_module
-from extractor import Extractor, ImageError, load_image
+from extractor import Extractor, ExtractorError, ImageError, load_image
 from extractor.preprocess import to_tensor
 
 
@@ -144,6 +144,22 @@ def test_trace_checks_stop_after_the_first_shapes(photo_dir, extractor, monkeypa
     fast = Extractor(optimize=True)
     np.testing.assert_allclose(fast.embed(paths), extractor.embed(paths), atol=1e-5)
     assert fast.optimize and len(fast._checked) == 2
+
+
+def test_auto_optimize_traces_bulk_work_not_single_queries(photo_dir, extractor, monkeypatch):
+    monkeypatch.setattr(extractor_module, "AUTO_TRACE_AFTER", 8)
+    paths = sorted(photo_dir.glob("*.jpg"))
+    ex = Extractor(device="cpu")
+    assert ex.optimize == "auto"
+    one = ex.embed(paths[0])
+    assert ex._traced is None  # a query stays eager: no one-off trace cost
+    np.testing.assert_array_equal(one, extractor.embed(paths[0]))
+    many = np.concatenate([ex.embed(paths), ex.embed(paths)])
+    assert ex._traced is not None and ex.optimize == "auto"
+    np.testing.assert_allclose(many, np.concatenate([extractor.embed(paths)] * 2), atol=1e-5)
+    assert not Extractor(device="cpu", optimize=False)._traces()
+    with pytest.raises(ExtractorError, match="optimize"):
+        Extractor(optimize="yes")
 
 
 class ShapeBound(torch.nn.Module):
