@@ -37,7 +37,7 @@ from .preprocess import DEFAULT_MAX_SIDE, InputPolicy, normalize, resize, to_ten
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 #: Automatic batch size off the GPU: as many images as fit this many input pixels (4 at 320×240). On a 2-core
-#: CPU, EfficientNet-Lite0 ran fastest at 0.2–0.3 Mpixel per forward pass (1.7× the speed of batches of 16
+#: CPU, EfficientNet-Lite0 ran fastest at 0.2–0.3 Mpixel per forward pass (1.5–1.9× the speed of batches of 16
 #: at 320×240, whose activations no longer fit the caches); docs/BENCHMARKS.md, "Extraction".
 CPU_BATCH_PIXELS = 4 * 320 * 240
 #: Automatic batch size on a GPU.
