@@ -37,10 +37,11 @@ from .preprocess import DEFAULT_MAX_SIDE, InputPolicy, normalize, resize, to_ten
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 #: Automatic batch size off the GPU: as many images as fit this many input pixels (4 at 320×240). On a 2-core
-#: CPU, EfficientNet-Lite0 ran fastest at 0.2–0.3 Mpixel per forward pass (1.5–1.9× the speed of batches of 16
-#: at 320×240, whose activations no longer fit the caches); docs/BENCHMARKS.md, "Extraction".
+#: CPU, EfficientNet-Lite0 ran fastest at 0.2–0.3 Mpixel per forward pass: 1.5–1.9× the speed of batches of 16
+#: at 320×240, whose 118 MB activations exceed glibc's mmap threshold and are faulted in afresh by every
+#: operator (docs/BENCHMARKS.md, "Extraction"; docs/NOTES.md).
 CPU_BATCH_PIXELS = 4 * 320 * 240
-#: Automatic batch size on a GPU.
+#: Automatic batch size on a GPU (CUDA or Apple MPS); not yet measured on one.
 GPU_BATCH = 32
 #: Input shapes on which a traced backbone (``optimize``) is compared with eager before it is trusted.
 TRACE_CHECKS = 8
@@ -300,7 +301,7 @@ class Extractor:
         """Images per forward pass for pixels of ``shape`` ([3, H, W])."""
         if self.batch_size is not None:
             return self.batch_size
-        if self.device.type == "cuda":
+        if self.device.type in ("cuda", "mps"):
             return GPU_BATCH
         return max(1, CPU_BATCH_PIXELS // (shape[-1] * shape[-2]))
 
