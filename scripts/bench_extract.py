@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from extractor import Extractor, build_backbone, iter_image_files  # noqa: E402
+from extractor import Extractor, InputPolicy, build_backbone, iter_image_files  # noqa: E402
 from extractor.images import load_image  # noqa: E402
 from extractor.preprocess import resize, to_tensor  # noqa: E402
 
@@ -95,18 +95,27 @@ def baseline_embed(model: torch.nn.Module, paths: list[Path]) -> np.ndarray:
     return np.stack(out)
 
 
-def bench(paths: list[Path], runs: int, batch_size: int | None, workers: int, optimize: bool) -> dict[str, object]:
-    ex = Extractor(batch_size=batch_size, workers=workers, device="cpu", optimize=optimize)
-    policy = ex.policy
-    n = len(paths)
+def decoded(paths: list[Path], policy: InputPolicy) -> list[torch.Tensor]:
+    """Our decode path, one thread: DCT-scaled Pillow decode, then the policy's resize."""
+    return [resize(to_tensor(load_image(p, target=policy.target_size)), policy) for p in paths]
 
-    def decode() -> list[torch.Tensor]:
-        return [resize(to_tensor(load_image(p, target=policy.target_size)), policy) for p in paths]
 
-    pixels = decode()
+def by_shape(pixels: list[torch.Tensor]) -> dict[tuple[int, ...], list[torch.Tensor]]:
+    """Decoded images grouped by shape, largest group first."""
     groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
     for t in pixels:
         groups.setdefault(tuple(t.shape), []).append(t)
+    return dict(sorted(groups.items(), key=lambda kv: -len(kv[1])))
+
+
+def bench(paths: list[Path], runs: int, batch_size: int | None, workers: int, optimize: bool) -> dict[str, object]:
+    ex = Extractor(batch_size=batch_size, workers=workers, device="cpu", optimize=optimize)
+    n = len(paths)
+
+    def decode() -> list[torch.Tensor]:
+        return decoded(paths, ex.policy)
+
+    groups = by_shape(decode())
 
     def forward() -> None:
         for shape, group in groups.items():
@@ -136,18 +145,17 @@ def bench(paths: list[Path], runs: int, batch_size: int | None, workers: int, op
     return results
 
 
-def sweep(paths: list[Path], batches: list[int], runs: int, optimize: bool) -> dict[int, float]:
+def sweep(paths: list[Path], batches: list[int], runs: int, optimize: bool) -> dict[str, float]:
     """Forward-only images/s (backbone + pooling, pre-decoded) at each fixed batch size, on the set's main shape."""
     ex = Extractor(device="cpu", optimize=optimize)
-    pixels = [resize(to_tensor(load_image(p, target=ex.policy.target_size)), ex.policy) for p in paths]
-    shape = max({tuple(t.shape) for t in pixels}, key=[tuple(t.shape) for t in pixels].count)
-    x = torch.stack([t for t in pixels if tuple(t.shape) == shape][:1] * max(batches))
+    main_shape = next(iter(by_shape(decoded(paths, ex.policy)).values()))
+    x = torch.stack(main_shape[:1] * max(batches))
     n = max(batches) * 2
 
     def forward(b: int) -> Callable[[], object]:
         return lambda: [ex._embed_pixels(x[:b]) for _ in range(n // b)]
 
-    return rates({str(b): (forward(b), n // b * b) for b in batches}, runs)  # type: ignore[return-value]
+    return rates({str(b): (forward(b), n // b * b) for b in batches}, runs)
 
 
 def main() -> None:
