@@ -7,6 +7,7 @@ grouped by shape so that batches need neither padding nor distortion, and a batc
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import warnings
@@ -22,16 +23,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pooling import DEFAULT_SPEC, Pipeline
+from pooling import Pipeline
 from pooling import build as build_pooling
 from pooling import from_dict as pooling_from_dict
 
+from . import priors
 from .backbones import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, Backbone, build_backbone
 from .batching import batched_in_order
 from .errors import ExtractorError, ImageError
 from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image, to_rgb
 from .jpeg import decode_resize, is_jpeg_path, read_jpeg
 from .preprocess import DEFAULT_MAX_SIDE, InputPolicy, normalize, resize, to_tensor
+from .tuning import Pairs, TuneProgress, Tuning, collect_pairs
 
 #: What :meth:`Extractor.embed` accepts per item: a path, a PIL image, an HWC uint8 array or a CHW tensor.
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
@@ -49,6 +52,9 @@ TRACE_CHECKS = 8
 #: 2-core CPU) pays for itself after ~100 images (13.5 vs 22 ms per image), and single queries never pay it.
 AUTO_TRACE_AFTER = 64
 OPTIMIZE = ("auto", True, False)
+#: The default pooling: GeM (p = 3), L2, then learned whitening (``lw``: packaged for the default backbone, re-fitted
+#: by every index on its own photos; docs/EVALUATION.md, "Self-tuning"), L2.
+DEFAULT_POOLING = "gem(p=3) | l2 | lw | l2"
 
 
 @dataclass
@@ -102,7 +108,9 @@ class Extractor:
         weights: ``"default"`` (packaged / torchvision DEFAULT / timm pretrained), a torchvision weights name,
             a local weights file, or ``None`` for seeded random weights (tests of shapes only).
         layer: feature-map layer (module path such as ``"layer3"`` or ``"blocks.5"``); ``None`` = last stage.
-        pooling: a pooling spec such as ``"gem(p=3) | l2"`` or a built :class:`pooling.Pipeline`.
+        pooling: a pooling spec such as ``"gem(p=3) | l2"`` or a built :class:`pooling.Pipeline`. The default,
+            ``gem(p=3) | l2 | lw | l2``, ends in learned whitening: fitted on other photos for the default backbone
+            and input (:mod:`extractor.priors`), re-fitted on your own with :meth:`fit` (an index does it itself).
         max_side: longer side of the network input, aspect ratio kept (the default policy).
         size, crop: the square policy instead: ``size=224, crop=True`` is the classic resize + centre crop.
         scales: input scales combined by a power mean with the pooling's p (e.g. ``(1, 0.7071, 0.5)``).
@@ -127,7 +135,7 @@ class Extractor:
         backbone: str = DEFAULT_BACKBONE,
         weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
         layer: str | None = None,
-        pooling: str | Pipeline = DEFAULT_SPEC,
+        pooling: str | Pipeline = DEFAULT_POOLING,
         max_side: int | None = DEFAULT_MAX_SIDE,
         size: int | None = None,
         crop: bool = False,
@@ -170,6 +178,12 @@ class Extractor:
         self._traced: torch.jit.ScriptModule | None = None
         self._checked: set[tuple[int, ...]] = set()
         self._embedded = 0
+        #: The pairs and sampled images of the last :meth:`fit` with edits (an index reuses their vectors).
+        self.last_fit: Pairs | None = None
+        #: The packaged prior this extractor's ``lw`` started from (None: none matched).
+        self.prior = priors.attach(
+            {"backbone": spec.name, "weights_id": spec.weights_id, "node": spec.node}, self.pipeline
+        )
         # channels_last: 2–3× faster convolutions on CPU (oneDNN) and tensor cores on GPU (docs/BENCHMARKS.md).
         self.backbone.to(self.device, memory_format=torch.channels_last)
 
@@ -237,14 +251,45 @@ class Extractor:
 
     def embed_iter(self, inputs: Iterable[ImageInput]) -> Iterator[Embedded]:
         """Stream (source, vector or error) in input order; memory stays bounded whatever the input size."""
+        if self.pipeline.needs_fit:
+            hint = (
+                "no packaged fit covers this backbone: call .fit(image_paths) first (an ImageIndex tunes itself)"
+                if self.pipeline.needs_pairs
+                else "call .fit(images) first (an ImageIndex fits it on the first folder)"
+            )
+            raise ExtractorError(
+                f"pooling '{self.pipeline}' learns from data and is not fitted yet: {hint}, "
+                "or choose a pooling that needs no fit, such as 'gem(p=3) | l2'"
+            )
         return self._stream(inputs, post=True)
 
-    def fit(self, inputs: Iterable[ImageInput], limit: int = 2000) -> Extractor:
-        """Fit the pooling steps that learn from data (pwa channels, centre, PCA) on up to ``limit`` images.
+    def with_pipeline(self, pipeline: Pipeline) -> Extractor:
+        """A twin of this extractor (same backbone, weights, trace and settings) with another pooling pipeline,
+        e.g. a copy to fit without changing this one."""
+        twin = copy.copy(self)
+        twin.pipeline = pipeline
+        twin._checked = set(self._checked)
+        twin.last_fit = None
+        return twin
 
-        Unusable images in the sample are skipped. Returns ``self``; the fitted parameters become part of
-        :meth:`config`, so an index stores them and rebuilds the same embedder.
+    def fit(
+        self,
+        inputs: Iterable[ImageInput],
+        limit: int = 2000,
+        *,
+        tuning: Tuning | None = None,
+        progress: TuneProgress | None = None,
+    ) -> Extractor:
+        """Fit the pooling steps that learn from data (pwa channels, centre, PCA, learned whitening).
+
+        Steps that learn from pairs (``lw``) are fitted on files: an even sample of ``inputs`` (the collection)
+        and seeded edited copies of each, as many as ``tuning.plan`` says, mixed with the packaged prior when one
+        matches; :attr:`last_fit` keeps the pairs and the sampled images' vectors.
+        Other steps use up to ``limit`` images. Unusable images are skipped. Returns ``self``; the fitted
+        parameters become part of :meth:`config`, so an index stores them and rebuilds the same embedder.
         """
+        if self.pipeline.needs_pairs:
+            return self._fit_pairs(list(inputs), tuning or Tuning(), progress)
         sample = list(itertools.islice(inputs, limit))
         if not self.pipeline.pool.fitted:
             maps = (
@@ -257,6 +302,23 @@ class Extractor:
         if not pooled:
             raise ExtractorError("fit: none of the sample images could be used")
         self.pipeline.fit(np.stack(pooled))
+        return self
+
+    def _fit_pairs(self, inputs: list[ImageInput], tuning: Tuning, progress: TuneProgress | None) -> Extractor:
+        paths = [os.fspath(p) for p in inputs if isinstance(p, (str, os.PathLike))]
+        if len(paths) != len(inputs):
+            raise ExtractorError("fit: learned whitening (lw) is fitted on image files; give paths")
+        if not self.pipeline.pool.fitted:
+            raise ExtractorError("fit: a pooling step that learns from maps (pwa) cannot be followed by lw")
+        pairs = collect_pairs(self, paths, tuning, progress)
+        if len(pairs.pairs) == 0:
+            reason = f" (e.g. {pairs.failed[0][0]}: {pairs.failed[0][1]})" if pairs.failed else ""
+            raise ExtractorError(f"fit: none of the {len(paths)} images could be used{reason}")
+        prior = None
+        if self.prior is not None and tuning.prior_weight > 0:
+            prior = self.prior.pair_prior(tuning.prior_weight)
+        self.pipeline.fit(pairs.vectors, pairs.pairs, prior=prior)
+        self.last_fit = pairs
         return self
 
     # -- the embedding-function interface of pymilvus's model package (milvus-model) ------------------------
@@ -481,4 +543,4 @@ def _as_hwc_uint8(arr: np.ndarray, chw: bool = False) -> np.ndarray:
     return a if a.ndim == 3 else np.stack([a] * 3, axis=-1)
 
 
-__all__ = ["Embedded", "Extractor", "ImageInput", "pick_device"]
+__all__ = ["DEFAULT_POOLING", "Embedded", "Extractor", "ImageInput", "pick_device"]

@@ -1,5 +1,6 @@
 """Vectors ↔ Milvus: :class:`ImageIndex` (sync folders, search by image, duplicates) and the ``poolvec`` CLI."""
 
+from . import retune
 from .config import fingerprint
 from .duplicates import DuplicateGroup
 from .errors import BackendError, ConfigMismatchError, IndexerError
@@ -21,4 +22,5 @@ __all__ = [
     "VectorIndex",
     "fingerprint",
     "path_id",
+    "retune",
 ]

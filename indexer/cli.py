@@ -22,13 +22,15 @@ from rich.table import Table
 from extractor import (
     DEFAULT_BACKBONE,
     DEFAULT_MAX_SIDE,
+    DEFAULT_POOLING,
     DEFAULT_WEIGHTS,
     Extractor,
     ExtractorError,
+    Tuning,
     build_backbone,
     iter_image_files,
 )
-from pooling import DEFAULT_SPEC, PoolingError, methods
+from pooling import PoolingError, methods
 
 from . import render
 from .errors import BackendError, IndexerError
@@ -58,7 +60,11 @@ BackboneOpt = Annotated[str, typer.Option(help="Backbone: packaged, torchvision 
 WeightsOpt = Annotated[str, typer.Option(help="'default', a torchvision weights name, a file, or 'none'.")]
 LayerOpt = Annotated[str | None, typer.Option(help="Feature-map layer (default: last conv stage).")]
 PoolingOpt = Annotated[
-    str, typer.Option("--pooling", help="Pooling spec, e.g. 'gem(p=3) | l2' (see `poolvec pooling`).")
+    str,
+    typer.Option(
+        "--pooling",
+        help="Pooling spec, e.g. 'gem(p=3) | l2' (see `poolvec pooling`); default ends in learned whitening.",
+    ),
 ]
 MaxSideOpt = Annotated[int, typer.Option(help="Longer side of the network input (aspect ratio kept).")]
 SizeOpt = Annotated[int | None, typer.Option(help="Square input instead: resize to SIZE (with --crop: centre crop).")]
@@ -168,7 +174,32 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 #: The embedding options' defaults: given as is, `index` reuses an existing index's own config.
-_DEFAULT_EMBEDDING = (DEFAULT_BACKBONE, DEFAULT_WEIGHTS, None, DEFAULT_SPEC, DEFAULT_MAX_SIDE, None, False, "1", "pil")
+_DEFAULT_EMBEDDING = (
+    DEFAULT_BACKBONE,
+    DEFAULT_WEIGHTS,
+    None,
+    DEFAULT_POOLING,
+    DEFAULT_MAX_SIDE,
+    None,
+    False,
+    "1",
+    "pil",
+)
+TuneOpt = Annotated[
+    bool,
+    typer.Option(
+        help="A new index learns copy invariances from its own photos first (learned whitening on seeded edits)."
+    ),
+]
+DEFAULT_TUNE_EDITS = Tuning().edits
+TuneEditsOpt = Annotated[
+    int,
+    typer.Option(
+        "--tune-edits",
+        min=1,
+        help="Edited copies made for tuning, spread over the photos (1–8 each); fewer is faster, more fits better.",
+    ),
+]
 
 
 @app.command()
@@ -180,7 +211,7 @@ def index(
     backbone: BackboneOpt = DEFAULT_BACKBONE,
     weights: WeightsOpt = DEFAULT_WEIGHTS,
     layer: LayerOpt = None,
-    pooling: PoolingOpt = DEFAULT_SPEC,
+    pooling: PoolingOpt = DEFAULT_POOLING,
     max_side: MaxSideOpt = DEFAULT_MAX_SIDE,
     size: SizeOpt = None,
     crop: CropOpt = False,
@@ -189,6 +220,8 @@ def index(
     workers: WorkersOpt = 2,
     device: DeviceOpt = "auto",
     decoder: DecoderOpt = "pil",
+    tune: TuneOpt = True,
+    tune_edits: TuneEditsOpt = DEFAULT_TUNE_EDITS,
     index_type: Annotated[str, typer.Option(help="Milvus vector index of a new collection: HNSW, IVF_FLAT, FLAT…")] = (
         "HNSW"
     ),
@@ -210,15 +243,16 @@ def index(
 ) -> None:
     """Sync folders into the index: new and changed files are embedded, unchanged skipped. Exit 1 if some failed.
 
-    A new index is built with the given backbone/pooling options; an existing one keeps its own, and options
-    that differ from it are refused.
+    A new index is built with the given backbone/pooling options, and (with the default pooling) first tunes
+    itself on these photos; an existing one keeps its own config, and options that differ from it are refused.
     """
 
     def body() -> int:
         part = _shard(shard)
         trace = "auto" if optimize is None else optimize
         runtime = {"batch_size": batch_size, "workers": workers, "device": device, "optimize": trace}
-        idx = ImageIndex(db, collection, token=token, **runtime)
+        tuning = Tuning(edits=tune_edits) if tune else False
+        idx = ImageIndex(db, collection, token=token, tuning=tuning, **runtime)
         asked = (backbone, weights, layer, pooling, max_side, size, crop, scales, decoder)
         if idx.config is None or asked != _DEFAULT_EMBEDDING:
             ex = _extractor(
@@ -236,8 +270,14 @@ def index(
                 decoder,
                 trace,
             )
+            # an existing index takes the same recipe with its own fit, and refuses another one, naming the fields
             idx = ImageIndex(
-                db, collection, token=token, extractor=ex, vector_index=_vector_index(index_type, index_params)
+                db,
+                collection,
+                token=token,
+                extractor=ex,
+                vector_index=_vector_index(index_type, index_params),
+                tuning=tuning,
             )
         total = IndexReport()
         for folder in folders:
@@ -256,13 +296,10 @@ def index(
     raise typer.Exit(_run(body))
 
 
-def _with_progress(
-    idx: ImageIndex, folder: Path, recursive: bool, prune: bool, shard: tuple[int, int] | None, quiet: bool
-) -> IndexReport:
-    if quiet or not err.is_terminal:
-        return idx.add_folder(folder, recursive=recursive, prune=prune, shard=shard)
+def _bar(label: str, unit: str) -> Progress:
+    """A progress bar on stderr: label, bar, done/total, rate (once it means something), elapsed, eta."""
     columns = (
-        TextColumn("[bold]indexing[/]"),
+        TextColumn(f"[bold]{label}[/]"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
@@ -270,14 +307,43 @@ def _with_progress(
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task("index", total=None, rate="")
+    bar = Progress(*columns, console=err, transient=False)
+    bar.add_task(label, total=None, rate="", unit=unit)
+    return bar
 
-        def update(done: int, total: int | None, path: str) -> None:
-            speed = bar.tasks[0].speed
-            bar.update(task, completed=done, total=total, rate=f"{speed:.1f} files/s" if speed else "")
 
-        return idx.add_folder(folder, recursive=recursive, prune=prune, shard=shard, progress=update)
+def _advance(bar: Progress, done: int, total: int | None) -> None:
+    task = bar.tasks[0]
+    speed = task.speed if task.elapsed and task.elapsed > 1.0 else None
+    bar.update(task.id, completed=done, total=total, rate=f"{speed:.1f} {task.fields['unit']}/s" if speed else "")
+
+
+def _with_progress(
+    idx: ImageIndex, folder: Path, recursive: bool, prune: bool, shard: tuple[int, int] | None, quiet: bool
+) -> IndexReport:
+    if quiet or not err.is_terminal:
+        return idx.add_folder(folder, recursive=recursive, prune=prune, shard=shard)
+    bars: dict[str, Progress] = {}
+
+    def show(key: str, label: str, unit: str, done: int, total: int | None) -> None:
+        if key not in bars:
+            for other in bars.values():
+                other.stop()
+            bars[key] = _bar(label, unit)
+            bars[key].start()
+        _advance(bars[key], done, total)
+
+    def on_tune(done: int, total: int) -> None:
+        show("tune", f"tuning on {total} photos", "photos", done, total)
+
+    def update(done: int, total: int | None, path: str) -> None:
+        show("index", "indexing", "files", done, total)
+
+    try:
+        return idx.add_folder(folder, recursive=recursive, prune=prune, shard=shard, progress=update, on_tune=on_tune)
+    finally:
+        for bar in bars.values():
+            bar.stop()
 
 
 def _print_report(report: IndexReport, idx: ImageIndex) -> None:
@@ -342,7 +408,20 @@ def search(
 
 @app.command()
 def dups(
-    threshold: Annotated[float, typer.Option(help="Similarity at or above which images are near-duplicates.")] = 0.9,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Score at or above which images are near-duplicates (default 0.15; with --no-normalize, the cosine: "
+            "0.5 for the tuned embedding, 0.9 for plain GeM)."
+        ),
+    ] = None,
+    normalize: Annotated[
+        bool,
+        typer.Option(
+            help="Normalised scores: each image's similarity to its nearest others is taken off, so one threshold "
+            "means the same for every image (more copies found at the same precision)."
+        ),
+    ] = True,
     k: Annotated[int, typer.Option("-k", help="Neighbours examined per image.")] = 10,
     under: Annotated[Path | None, typer.Option(help="Only images under this folder.")] = None,
     db: DbOpt = DEFAULT_URI,
@@ -355,7 +434,9 @@ def dups(
     """Groups of duplicate images in the index: exact copies (same bytes) first, then near-duplicates."""
 
     def body() -> int:
-        groups = ImageIndex(db, collection, token=token).find_duplicates(threshold, k=k, under=under)
+        groups = ImageIndex(db, collection, token=token).find_duplicates(
+            threshold, k=k, under=under, normalize=normalize
+        )
         if grid is not None:
             render.duplicates_sheet(groups, grid)
         if html is not None:
@@ -384,7 +465,7 @@ def embed(
     backbone: BackboneOpt = DEFAULT_BACKBONE,
     weights: WeightsOpt = DEFAULT_WEIGHTS,
     layer: LayerOpt = None,
-    pooling: PoolingOpt = DEFAULT_SPEC,
+    pooling: PoolingOpt = DEFAULT_POOLING,
     max_side: MaxSideOpt = DEFAULT_MAX_SIDE,
     size: SizeOpt = None,
     crop: CropOpt = False,
@@ -393,6 +474,14 @@ def embed(
     workers: WorkersOpt = 2,
     device: DeviceOpt = "auto",
     decoder: DecoderOpt = "pil",
+    tune: Annotated[
+        bool,
+        typer.Option(
+            help="Fit the learned whitening on these images first (default: the packaged fit, the same vectors "
+            "as Extractor())."
+        ),
+    ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Embed images into a .npy file (and a paths file) without Milvus. Exit 1 if some failed."""
 
@@ -401,8 +490,21 @@ def embed(
             backbone, weights, layer, pooling, max_side, size, crop, scales, batch_size, workers, device, decoder
         )
         inputs = [str(p) for f in files for p in (iter_image_files(f) if f.is_dir() else [f])]
-        if ex.pipeline.needs_fit:
-            ex.fit(inputs)
+        if ex.pipeline.needs_fit or (tune and ex.pipeline.needs_pairs):
+            if ex.pipeline.needs_pairs and not inputs:
+                raise IndexerError("nothing to embed: no image files given")
+            bar = None if quiet or not err.is_terminal else _bar("tuning", "photos")
+
+            def on_tune(done: int, total: int) -> None:
+                if bar is not None:
+                    bar.start()
+                    _advance(bar, done, total)
+
+            try:
+                ex.fit(inputs, progress=on_tune)
+            finally:
+                if bar is not None:
+                    bar.stop()
         vectors, names, failed = [], [], 0
         for item in ex.embed_iter(inputs):
             if item.error is not None:
@@ -450,6 +552,7 @@ def info(
             ("input", json.dumps(cfg.get("input")) if cfg else "—"),
             ("scales", json.dumps(cfg.get("scales")) if cfg else "—"),
             ("pooling", str(cfg.get("pooling", {}).get("spec", "—")) if cfg else "—"),
+            ("tuning", _tuning_text(cfg.get("tuning")) if cfg else "—"),
             ("vector index", f"{data['vector_index']['kind']} {data['vector_index']['params']}"),
             ("fingerprint", str(data["fingerprint"])),
         ]
@@ -461,6 +564,13 @@ def info(
         return EXIT_OK
 
     raise typer.Exit(_run(body))
+
+
+def _tuning_text(t: dict[str, Any] | None) -> str:
+    if not t:
+        return "none (the embedding as configured)"
+    prior = f", mixed with the packaged prior ({t['prior_weight']:g} pairs)" if t.get("prior") else ""
+    return f"{t['sampled']} photos × {t['per_image']} edits = {t['pairs']} pairs{prior}, {t['seconds']} s"
 
 
 @app.command()
@@ -498,6 +608,69 @@ def reroot(
     def body() -> int:
         moved = ImageIndex(db, collection, token=token).reroot(old, new)
         out.print(f"moved {moved} entries from {old} to {new}")
+        return EXIT_OK
+
+    raise typer.Exit(_run(body))
+
+
+@app.command("tune")
+def tune_command(
+    db: DbOpt = DEFAULT_URI,
+    token: TokenOpt = None,
+    collection: CollOpt = DEFAULT_COLLECTION,
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = 2,
+    device: DeviceOpt = "auto",
+    tune_edits: TuneEditsOpt = DEFAULT_TUNE_EDITS,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-fit the learned whitening on the photos as they are now and re-embed every image with it.
+
+    Costs about as much as indexing the collection again. Interrupted, the index refuses searches until the same
+    command is run again, which finishes it. Entries whose files are gone or changed are removed; DBA is cleared.
+    """
+
+    def body() -> int:
+        idx = ImageIndex(db, collection, token=token, batch_size=batch_size, workers=workers, device=device)
+        bars: dict[str, Progress] = {}
+
+        def show(key: str, label: str, unit: str, done: int, total: int) -> None:
+            if quiet or as_json or not err.is_terminal:
+                return
+            if key not in bars:
+                for other in bars.values():
+                    other.stop()
+                bars[key] = _bar(label, unit)
+                bars[key].start()
+            _advance(bars[key], done, total)
+
+        try:
+            report = idx.tune(
+                Tuning(edits=tune_edits),
+                on_tune=lambda d, n: show("tune", f"tuning on {n} photos", "photos", d, n),
+                progress=lambda d, n: show("embed", "re-embedding", "files", d, n),
+            )
+        finally:
+            for bar in bars.values():
+                bar.stop()
+        if as_json:
+            payload = {
+                "rewritten": report.rewritten,
+                "removed": [{"path": p, "reason": r} for p, r in report.removed],
+                "resumed": report.resumed,
+                "dba_cleared": report.dba_cleared,
+                "tuning": report.tuning,
+            }
+            sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        else:
+            t = report.tuning or {}
+            how = f" on {t.get('sampled')} photos × {t.get('per_image')} edits" if t else ""
+            out.print(f"tuned{how}; re-embedded {report.rewritten} images" + (" (resumed)" if report.resumed else ""))
+            for path, reason in report.removed:
+                err.print(f"[yellow]removed[/] {_escape(path)}: {_escape(reason)}", highlight=False, soft_wrap=True)
+            if report.dba_cleared:
+                err.print("DBA had been applied and was cleared with the old vectors: run `poolvec dba` again")
         return EXIT_OK
 
     raise typer.Exit(_run(body))
@@ -542,7 +715,7 @@ def pooling_command(
         if as_json:
             sys.stdout.write(json.dumps({"backbone": backbone, "channels": channels, "methods": rows}, indent=2) + "\n")
             return EXIT_OK
-        table = Table(title=f"pooling for {backbone} (C = {channels} channels); default: {DEFAULT_SPEC}")
+        table = Table(title=f"pooling for {backbone} (C = {channels} channels); default: {DEFAULT_POOLING}")
         for col in ("method", "kind", "dimension", "formula", "needs fit", "what it does"):
             table.add_column(col, overflow="fold")
         for r in rows:

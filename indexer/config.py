@@ -16,7 +16,7 @@ from typing import Any
 #: Bumped when the stored layout changes in a way older code cannot read.
 FORMAT_VERSION = 1
 #: Fields recorded for people but not part of the fingerprint (they do not change the vectors).
-DESCRIPTIVE = frozenset({"weights", "versions", "format"})
+DESCRIPTIVE = frozenset({"weights", "versions", "format", "tuning"})
 
 
 def fingerprint(config: dict[str, Any]) -> str:
@@ -60,3 +60,18 @@ def diff(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> li
 def _short(value: Any, limit: int = 60) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def without_states(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with the pooling steps' fitted parameters taken out: the recipe, not what it learnt."""
+    pooling = config.get("pooling")
+    if not isinstance(pooling, dict):
+        return dict(config)
+    steps = [{k: v for k, v in step.items() if k != "state"} for step in pooling.get("steps", [])]
+    return {**config, "pooling": {**pooling, "steps": steps}}
+
+
+def same_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two configs ask for the same embedding, whatever their fitted parameters (a tuned index and the
+    options that made it)."""
+    return fingerprint(without_states(a)) == fingerprint(without_states(b))

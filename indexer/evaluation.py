@@ -117,16 +117,57 @@ def ranking_metrics(
     return out
 
 
-def exact_rankings(queries: np.ndarray, database: np.ndarray, k: int | None = None, chunk: int = 512) -> np.ndarray:
-    """Database indices by descending inner product, ``[n_queries, k]``; ties keep database order (stable)."""
+def micro_average_precision(
+    rankings: Sequence[Sequence[int]] | np.ndarray,
+    scores: Sequence[Sequence[float]] | np.ndarray,
+    positives: Sequence[Any],
+    junk: Sequence[Any] | None = None,
+) -> float:
+    """µAP (DISC21, Douze et al. 2021): every (query, database image, score) of the rankings in one list, sorted by
+    score, and the (non-interpolated) average precision of that list over all positive pairs.
+
+    Unlike mAP, one threshold has to serve every query, so this is the metric of a global duplicate threshold
+    (``dups --threshold``, ``search --min-score``). Junk pairs are left out; positives never ranked count as missed.
+    """
+    all_scores, labels, total = [], [], 0
+    for i, (ranking, sc) in enumerate(zip(rankings, scores, strict=True)):
+        ok = set(np.asarray(positives[i]).tolist())
+        bad = set() if junk is None else set(np.asarray(junk[i]).tolist())
+        total += len(ok)
+        for r, s in zip(np.asarray(ranking).tolist(), np.asarray(sc).tolist(), strict=True):
+            if r in bad:
+                continue
+            all_scores.append(s)
+            labels.append(r in ok)
+    if total == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(all_scores, dtype=np.float64), kind="stable")
+    hit = np.asarray(labels, dtype=bool)[order]
+    tp = np.cumsum(hit)
+    precision = tp[hit] / (np.flatnonzero(hit) + 1)
+    return float(precision.sum() / total)
+
+
+def exact_search(
+    queries: np.ndarray, database: np.ndarray, k: int | None = None, chunk: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """(database indices, inner products), both ``[n_queries, k]``, best first; ties keep database order."""
     q = np.asarray(queries, dtype=np.float32)
     x = np.asarray(database, dtype=np.float32)
     k = x.shape[0] if k is None else min(int(k), x.shape[0])
-    out = np.empty((q.shape[0], k), dtype=np.int64)
+    idx = np.empty((q.shape[0], k), dtype=np.int64)
+    val = np.empty((q.shape[0], k), dtype=np.float32)
     for start in range(0, q.shape[0], chunk):
         sims = q[start : start + chunk] @ x.T
-        out[start : start + chunk] = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return out
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        idx[start : start + chunk] = order
+        val[start : start + chunk] = np.take_along_axis(sims, order, axis=1)
+    return idx, val
+
+
+def exact_rankings(queries: np.ndarray, database: np.ndarray, k: int | None = None, chunk: int = 512) -> np.ndarray:
+    """Database indices by descending inner product, ``[n_queries, k]``; ties keep database order (stable)."""
+    return exact_search(queries, database, k, chunk)[0]
 
 
 # -- ground truths -------------------------------------------------------------------------------------------
@@ -313,19 +354,27 @@ def _metric_names(kind: str, ks: Sequence[int]) -> list[str]:
     return ["mAP", *(f"recall@{k}" for k in ks), *(f"P@{k}" for k in ks)]
 
 
-def score(gt: GroundTruth, rankings: Sequence[Sequence[int]] | np.ndarray, ks: Iterable[int] = KS) -> dict[str, Any]:
+def score(
+    gt: GroundTruth,
+    rankings: Sequence[Sequence[int]] | np.ndarray,
+    ks: Iterable[int] = KS,
+    scores: Sequence[Sequence[float]] | np.ndarray | None = None,
+) -> dict[str, Any]:
     """The result dict for rankings of ``gt.database`` indices: metrics per setup, plus per-query AP/rank.
 
     Metrics are fractions in [0, 1] (``None`` when no query of a setup has positives); ``first_positive`` is the
-    1-based rank of a query's first positive after junk removal, 0 when none was ranked.
+    1-based rank of a query's first positive after junk removal, 0 when none was ranked. With ``scores`` (the
+    similarity of every ranked item) the setups also get ``µAP``.
     """
     ks = tuple(ks)
     names = _metric_names(gt.kind, ks)
     setups: dict[str, Any] = {}
     for name, (ok, junk) in gt.setups.items():
         m = ranking_metrics(rankings, ok, junk, ks)
+        if scores is not None:
+            m["µAP"] = micro_average_precision(rankings, scores, ok, junk)
         setups[name] = {
-            **{n: None if np.isnan(m[n]) else m[n] for n in names},
+            **{n: None if np.isnan(m[n]) else m[n] for n in (*names, *(("µAP",) if scores is not None else ()))},
             "evaluated": m["evaluated"],
             "empty": m["empty"],
             "per_query": [
@@ -352,7 +401,8 @@ def evaluate_vectors(
             f"need {len(gt.queries)} query and {len(gt.database)} database vectors, "
             f"got {len(query_vectors)} and {len(database_vectors)}"
         )
-    result = score(gt, exact_rankings(query_vectors, database_vectors), ks)
+    ranking, sims = exact_search(query_vectors, database_vectors)
+    result = score(gt, ranking, ks, sims)
     result.update(k=len(gt.database), search="exact")
     return result
 
@@ -404,6 +454,7 @@ def evaluate_index(
     chosen = set(need)
     where = {p: i for i, p in enumerate(gt.database)}
     rankings: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
     for start in range(0, len(gt.queries), batch):
         vectors = []
         for i in range(start, min(start + batch, len(gt.queries))):
@@ -415,9 +466,10 @@ def evaluate_index(
             vectors.append(vec)
         for hits in index.search_many(vectors, k=k, **search_options):
             rankings.append(np.array([where.get(h.path, -1) for h in hits], dtype=np.int64))
+            scores.append(np.array([h.score for h in hits], dtype=np.float32))
         if progress is not None:
             progress(len(rankings), len(gt.queries))
-    result = score(gt, rankings, ks)
+    result = score(gt, rankings, ks, scores)
     result.update(k=k, search=f"{index.uri} · {index.collection}", n_missing=len(missing), missing=missing[:10])
     return result
 

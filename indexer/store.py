@@ -7,6 +7,7 @@ server or cluster. The schema, the vector index and the stored embedding config 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -24,9 +25,19 @@ META_FIELDS = ("path", "root", "size", "mtime_ns", "width", "height", "sha256")
 MAX_PATH = 4096
 PROP_CONFIG = "poolvec.config"
 PROP_FINGERPRINT = "poolvec.fingerprint"
+#: Collection properties live in the server's etcd, which refuses requests over ~1 MB (measured: 0.5 MB stored,
+#: 1.2 MB refused on Milvus 2.3.5): strings longer than this go to the side collection ``<name>_poolvec_blobs``.
+BLOB_INLINE = 16_384
+#: Characters per blob row (Milvus's VARCHAR limit is 65 535).
+BLOB_CHUNK = 65_000
+BLOB_SUFFIX = "_poolvec_blobs"
 #: Searches read at Session consistency (this process's own writes are visible): the collection's Strong level
 #: makes a Milvus 2.3 server wait for its next time tick, ~200 ms per search (1.6 ms at Session).
 SEARCH_CONSISTENCY = {"consistency_level": "Session"}
+#: pymilvus pings idle channels every 10 s; Milvus Lite's embedded gRPC server answers pings more often than every
+#: 5 minutes with GOAWAY "too_many_pings" (logged on the terminal), e.g. while an index tunes itself for a minute
+#: without a call. A local channel needs no keepalive.
+LITE_GRPC = {"grpc.keepalive_time_ms": 600_000, "grpc.keepalive_permit_without_calls": 0}
 
 
 #: Build parameters per index kind when none are given (measurements: docs/BENCHMARKS.md, "Index (Milvus)").
@@ -118,7 +129,7 @@ class MilvusStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with _quiet("milvus_lite.server_manager"):
-                    return MilvusClient(str(path))
+                    return MilvusClient(str(path), grpc_options=LITE_GRPC)
             except MilvusException as e:
                 if _lock_busy(path):
                     raise BackendError(
@@ -157,7 +168,7 @@ class MilvusStore:
         params = self.client.prepare_index_params()
         params.add_index(field_name="vector", index_type=index.kind, metric_type=index.metric, params=index.params)
         properties = {
-            PROP_CONFIG: json.dumps(config, sort_keys=True),
+            PROP_CONFIG: self.pack(config),
             PROP_FINGERPRINT: fingerprint,
             "poolvec.index": json.dumps(index.spec()),
         }
@@ -197,7 +208,128 @@ class MilvusStore:
             )
         idx = json.loads(props.get("poolvec.index", "{}"))
         index = VectorIndex(**idx) if idx else VectorIndex()
-        return json.loads(props[PROP_CONFIG]), props.get(PROP_FINGERPRINT, ""), index
+        return self.unpack(props[PROP_CONFIG]), props.get(PROP_FINGERPRINT, ""), index
+
+    # -- large values ------------------------------------------------------------------------------------------
+    @property
+    def blob_collection(self) -> str:
+        """The side collection holding long strings of this collection's stored config (fitted matrices)."""
+        return self.collection + BLOB_SUFFIX
+
+    def pack(self, value: Any) -> str:
+        """JSON of ``value`` with every string longer than :data:`BLOB_INLINE` stored as blob rows and replaced by
+        ``{"$blob": sha256, "length": n}`` (content-addressed: writing the same value twice stores it once)."""
+
+        def walk(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: walk(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [walk(x) for x in v]
+            if isinstance(v, str) and len(v) > BLOB_INLINE:
+                return {"$blob": self._put_blob(v), "length": len(v)}
+            return v
+
+        packed = walk(value)
+        if packed != value:
+            self._call(self.client.flush, self.blob_collection)
+        return json.dumps(packed, sort_keys=True)
+
+    def unpack(self, text: str) -> Any:
+        """Inverse of :meth:`pack`: the stored JSON with its blobs read back (each checked against its hash)."""
+
+        def walk(v: Any) -> Any:
+            if isinstance(v, dict):
+                if set(v) == {"$blob", "length"}:
+                    return self._get_blob(v["$blob"], int(v["length"]))
+                return {k: walk(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [walk(x) for x in v]
+            return v
+
+        return walk(json.loads(text))
+
+    def blob_digests(self, text: str) -> set[str]:
+        """The blobs a packed JSON string refers to."""
+        found: set[str] = set()
+
+        def walk(v: Any) -> None:
+            if isinstance(v, dict):
+                if "$blob" in v:
+                    found.add(str(v["$blob"]))
+                for x in v.values():
+                    walk(x)
+            elif isinstance(v, list):
+                for x in v:
+                    walk(x)
+
+        walk(json.loads(text))
+        return found
+
+    def _ensure_blobs(self) -> None:
+        name = self.blob_collection
+        if self._call(self.client.has_collection, name):
+            return
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("digest", DataType.VARCHAR, max_length=64)
+        schema.add_field("seq", DataType.INT64)
+        schema.add_field("data", DataType.VARCHAR, max_length=BLOB_CHUNK)
+        schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field in every collection
+        params = self.client.prepare_index_params()
+        params.add_index(field_name="v", index_type="FLAT", metric_type="IP")
+        with _quiet("grpc._server"):
+            self._call(
+                self.client.create_collection, name, schema=schema, index_params=params, consistency_level="Strong"
+            )
+
+    def _put_blob(self, text: str) -> str:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        self._ensure_blobs()
+        rows = [
+            {
+                "id": int(digest[:12], 16) * 4096 + seq,
+                "digest": digest,
+                "seq": seq,
+                "data": text[start : start + BLOB_CHUNK],
+                "v": [0.0, 0.0],
+            }
+            for seq, start in enumerate(range(0, len(text), BLOB_CHUNK))
+        ]
+        for start in range(0, len(rows), 16):
+            self._call(self.client.upsert, self.blob_collection, rows[start : start + 16])
+        return digest
+
+    def _get_blob(self, digest: str, length: int) -> str:
+        where = f"the stored config of {self.collection!r} at {self.uri}"
+        if not self._call(self.client.has_collection, self.blob_collection):
+            raise BackendError(f"{where} refers to {self.blob_collection!r}, which is missing: the index is damaged")
+        self._call(self.client.load_collection, self.blob_collection)
+        rows = self._call(
+            self.client.query,
+            self.blob_collection,
+            filter=f'digest == "{digest}"',
+            output_fields=["seq", "data"],
+            consistency_level="Strong",
+        )
+        text = "".join(r["data"] for r in sorted(rows, key=lambda r: int(r["seq"])))
+        if len(text) != length or hashlib.sha256(text.encode()).hexdigest() != digest:
+            raise BackendError(f"{where} is damaged: part {digest[:12]}… is missing or altered")
+        return text
+
+    def drop_blobs(self, keep: set[str]) -> None:
+        """Delete the blob rows whose digest is not in ``keep`` (after the config that used them was replaced)."""
+        if not self._call(self.client.has_collection, self.blob_collection):
+            return
+        rows = self._call(
+            self.client.query,
+            self.blob_collection,
+            filter="seq >= 0",
+            output_fields=["digest"],
+            consistency_level="Strong",
+        )
+        gone = [int(r["id"]) for r in rows if r["digest"] not in keep]
+        if gone:
+            self._call(self.client.delete, self.blob_collection, ids=gone)
 
     def load(self) -> None:
         """Make sure the collection is loaded for search (servers keep it unloaded after a restart)."""
@@ -209,9 +341,11 @@ class MilvusStore:
             self._call(self.client.flush, self.collection)
 
     def drop(self) -> None:
-        """Drop the collection and everything in it."""
+        """Drop the collection and everything in it (its blobs too)."""
         if self.exists():
             self._call(self.client.drop_collection, self.collection)
+        if self._call(self.client.has_collection, self.blob_collection):
+            self._call(self.client.drop_collection, self.blob_collection)
 
     # -- rows --------------------------------------------------------------------------------------------------
     def upsert(self, rows: list[dict[str, Any]]) -> None:

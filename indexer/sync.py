@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from extractor import Extractor
+from extractor import Embedded, Extractor
 from extractor.images import file_sha256
 
 from .errors import IndexerError
@@ -94,12 +94,15 @@ def sync(
     roots: list[str],
     progress: Progress | None = None,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    known: dict[str, Embedded] | None = None,
 ) -> IndexReport:
     """Index ``paths`` (absolute; ``roots[i]`` is the folder ``paths[i]`` was found under).
 
     ``transform`` maps freshly embedded vectors [B, D] before they are stored (DBA); reused vectors are
-    already stored in their final form and are not transformed again.
+    already stored in their final form and are not transformed again. ``known`` holds files already embedded
+    by this extractor (while tuning): they are stored without a second forward pass.
     """
+    known = known or {}
     report = IndexReport()
     total = len(paths)
     done = 0
@@ -150,8 +153,23 @@ def sync(
                     pending[path] = info
                     yield path
 
+    def embedded() -> Iterator[Embedded]:
+        wanted: list[str] = []
+        for path in to_embed():
+            if path in known:
+                yield from (extractor.embed_iter(wanted) if wanted else ())
+                wanted = []
+                yield known[path]
+            else:
+                wanted.append(path)
+                if len(wanted) >= LOOKUP_BATCH:
+                    yield from extractor.embed_iter(wanted)
+                    wanted = []
+        if wanted:
+            yield from extractor.embed_iter(wanted)
+
     try:
-        for item in extractor.embed_iter(to_embed()):
+        for item in embedded() if known else extractor.embed_iter(to_embed()):
             info = pending.pop(item.source)
             if item.error is not None:
                 report.failed.append((item.source, item.error))

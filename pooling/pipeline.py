@@ -158,8 +158,13 @@ class Pipeline:
 
     @property
     def needs_fit(self) -> bool:
-        """True while some step still needs data (``fit_pool`` for pwa, ``fit`` for center/pca)."""
+        """True while some step still needs data (``fit_pool`` for pwa, ``fit`` for center/pca/lw)."""
         return not self.pool.fitted or any(not s.fitted for s in self.post)
+
+    @property
+    def needs_pairs(self) -> bool:
+        """True if fitting needs matching pairs (an image and an edited copy of it): a step such as ``lw``."""
+        return any(s.needs_pairs for s in self.post)
 
     def out_dim(self, channels: int) -> int:
         """Output dimension for maps with ``channels`` channels."""
@@ -186,6 +191,13 @@ class Pipeline:
     def __call__(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.apply_post(self.apply_pool(x, mask))
 
+    def apply_post_until(self, v: Tensor, i: int) -> Tensor:
+        """The post-steps before post-step ``i`` only (what step ``i`` sees)."""
+        v = torch.as_tensor(v).to(torch.float32)
+        for s in self.post[:i]:
+            v = self._run(s, v)
+        return v
+
     def _run(self, step: post.PostStep, v: Tensor) -> Tensor:
         label = format_step(step.name, step.params)
         if not step.fitted:
@@ -200,17 +212,34 @@ class Pipeline:
 
     # --- fitting -----------------------------------------------------------------------------------------
 
-    def fit(self, vectors: Tensor | np.ndarray) -> Pipeline:
+    def fit(
+        self,
+        vectors: Tensor | np.ndarray,
+        pairs: Tensor | np.ndarray | None = None,
+        prior: post.PairPrior | None = None,
+    ) -> Pipeline:
         """Fit the post-steps that learn from data, in order, each on the output of the steps before it.
-        ``vectors`` are pooled vectors ``[N, D0]`` (``apply_pool`` outputs)."""
+
+        ``vectors`` are pooled vectors ``[N, D0]`` (``apply_pool`` outputs). ``pairs`` ``[P, 2]`` are row indices
+        of matching vectors (an image and an edited copy of it), needed by ``lw``; the other steps ignore them.
+        ``prior`` (pair covariance learnt elsewhere, in the first ``lw`` step's input space) is mixed into that
+        step's fit.
+        """
         v = torch.as_tensor(np.asarray(vectors) if not isinstance(vectors, Tensor) else vectors)
         if v.dim() != 2:
             raise PoolingError(f"fit expects pooled vectors [N, D0], got shape {tuple(v.shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise PoolingError("fit: the pooled vectors contain NaN or infinity (broken weights or inputs?)")
         v = v.detach().to(torch.float32)
+        index = None if pairs is None else torch.as_tensor(np.asarray(pairs), dtype=torch.long)
         for s in self.post:
             if s.fittable:
                 try:
-                    s.fit(v)
+                    if isinstance(s, post.LearnedWhitening):
+                        s.fit(v, index, prior)
+                        prior = None
+                    else:
+                        s.fit(v, index)
                 except ValueError as e:
                     raise PoolingError(f"{format_step(s.name, s.params)}: {e}") from e
             v = self._run(s, v)

@@ -283,6 +283,20 @@ METHODS: dict[str, MethodInfo] = {
             needs_fit=True,
             fn=post.PCA,
         ),
+        MethodInfo(
+            "lw",
+            "post",
+            "learned whitening: the map under which an image and its edited copies coincide (fitted on pairs)",
+            "dim",
+            lambda d, p: d if p["dim"] is None else p["dim"],
+            params=(
+                Param("dim", None, "int_or_none", "output dimensions (none = keep the input size)", 1, 1e9),
+                Param("shrink", 0.2, "float", "shrinkage of the pair covariance toward a scaled identity", 0.0, 1.0),
+            ),
+            needs_fit=True,
+            fn=post.LearnedWhitening,
+            paper="Radenović, Tolias & Chum, Fine-tuning CNN image retrieval with no human annotation, TPAMI 2018",
+        ),
     ]
 }
 

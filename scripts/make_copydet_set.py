@@ -1,11 +1,13 @@
 """Build a near-duplicate / copy-detection benchmark from real photos that exist offline, deterministically.
 
     python scripts/make_copydet_set.py /tmp/copydet [--seed 0] [--originals 120] [--queries-per 3]
+    python scripts/make_copydet_set.py /tmp/copydet-other --collection other --sources /tmp/copydet-other-src
 
 Sources: Debian wallpaper packages and ``opencv-doc``'s example photos (fetched with ``apt-get download`` and
 unpacked with ``dpkg -x`` into ``--sources``, nothing installed), plus the photos bundled in scikit-image and
-scikit-learn. Near-identical sources (dark/light variants, stereo pairs, one wallpaper at several sizes) are
-collapsed first so that every database image is its own scene.
+scikit-learn. ``--collection other`` builds a second, disjoint set from other packages (Stellarium's deep-sky
+photographs, Tux Paint's photographed objects; no sample photos). Near-identical sources (dark/light variants,
+stereo pairs, one wallpaper at several sizes) are collapsed first so that every database image is its own scene.
 
 Output (paths in the JSON files are relative to OUT):
 
@@ -28,6 +30,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,41 +40,74 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sample_photos
 
-#: Debian packages whose files include real photos (wallpapers; opencv-doc's example data).
-DEBIAN_PACKAGES = (
-    "mate-backgrounds",
-    "lomiri-wallpapers-16.04",
-    "lomiri-wallpapers-20.04",
-    "ukui-wallpapers",
-    "gnome-backgrounds",
-    "plasma-workspace-wallpapers",
-    "sway-backgrounds",
-    "lxqt-themes",
-    "opencv-doc",
-)
-#: Folders (inside the unpacked packages) searched for photos.
-PHOTO_DIRS = (
-    "usr/share/backgrounds",
-    "usr/share/wallpapers",
-    "usr/share/lxqt/wallpapers",
-    "usr/share/doc/opencv-doc/examples/data",
-)
-#: Files that are not photos (logos, charts, calibration boards, text) or are frames of one scene.
-EXCLUDE = re.compile(
-    r"logo|chessboard|board|left\d|right\d|digits|text|sudoku|mask|gradient|alphabet|notes|ml\.png|pca_test|"
-    r"origami|triangles|sway|kde-plasma|Float-into|ubuntukylin|Konqui|blob|ellipses|pic\d|aloeGT|shape_sample|stripes|arc-colors|screenshot|symbolic|pixels|grid|vnc|truchet|"
-    r"basketball|rubberwhale|graf3|leuvenB|box_in_scene|Suzanne2|aero3|aloeR|ela_modified|right\.jpg",
-    re.IGNORECASE,
-)
+
+@dataclass(frozen=True)
+class Collection:
+    """Where a set's photos come from: Debian packages, the folders in them that hold photos, what to skip."""
+
+    packages: tuple[str, ...]
+    photo_dirs: tuple[str, ...]
+    exclude: re.Pattern[str]
+    samples: bool = True  # add the scikit-image / scikit-learn photos
+    min_bytes: int = 0  # smaller files are skipped (drawings and icons compress well, photos do not)
+    per_dir: int | None = None  # keep at most this many files per folder (the largest)
+    on_white: bool = False  # composite transparency on white (cut-outs) instead of dropping the alpha channel
+
+
+#: ``wallpapers`` is the copy-detection set of record; ``other`` is a second, disjoint one (no package, file or
+#: sample photo in common) of different subjects — deep-sky photographs from Stellarium and photographed
+#: objects cut out on white from Tux Paint's stamps — for measuring how tuning transfers to other collections.
+COLLECTIONS = {
+    "wallpapers": Collection(
+        packages=(
+            "mate-backgrounds",
+            "lomiri-wallpapers-16.04",
+            "lomiri-wallpapers-20.04",
+            "ukui-wallpapers",
+            "gnome-backgrounds",
+            "plasma-workspace-wallpapers",
+            "sway-backgrounds",
+            "lxqt-themes",
+            "opencv-doc",
+        ),
+        photo_dirs=(
+            "usr/share/backgrounds",
+            "usr/share/wallpapers",
+            "usr/share/lxqt/wallpapers",
+            "usr/share/doc/opencv-doc/examples/data",
+        ),
+        # not photos (logos, charts, calibration boards, text) or frames of one scene
+        exclude=re.compile(
+            r"logo|chessboard|board|left\d|right\d|digits|text|sudoku|mask|gradient|alphabet|notes|ml\.png|pca_test|"
+            r"origami|triangles|sway|kde-plasma|Float-into|ubuntukylin|Konqui|blob|ellipses|pic\d|aloeGT|shape_sample|"
+            r"stripes|arc-colors|screenshot|symbolic|pixels|grid|vnc|truchet|"
+            r"basketball|rubberwhale|graf3|leuvenB|box_in_scene|Suzanne2|aero3|aloeR|ela_modified|right\.jpg",
+            re.IGNORECASE,
+        ),
+    ),
+    "other": Collection(
+        packages=("stellarium-data", "tuxpaint-stamps-default", "sddm-theme-maldives"),
+        photo_dirs=(
+            "usr/share/stellarium/nebulae/default",
+            "usr/share/tuxpaint/stamps",
+            "usr/share/sddm/themes/maldives",
+        ),
+        exclude=re.compile(r"maldives\.jpg|angle-down|rectangle|_back|-back", re.IGNORECASE),
+        samples=False,
+        on_white=True,
+        min_bytes=60_000,
+        per_dir=80,
+    ),
+}
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
 EDITS = ("crop", "flip", "rotate", "pad", "colour", "greyscale", "blur", "overlay", "rescale", "jpeg")
 
 
-def fetch_debian(cache: Path) -> Path:
+def fetch_debian(cache: Path, packages: tuple[str, ...]) -> Path:
     """Download and unpack the photo packages into ``cache`` (kept between runs); returns the unpacked root."""
     debs, root = cache / "debs", cache / "root"
     debs.mkdir(parents=True, exist_ok=True)
-    for pkg in DEBIAN_PACKAGES:
+    for pkg in packages:
         if not list(debs.glob(f"{pkg}_*.deb")):
             res = subprocess.run(["apt-get", "download", pkg], cwd=debs, capture_output=True, text=True)
             if res.returncode != 0:
@@ -94,13 +130,28 @@ def _group(path: Path) -> str:
     return stem.lower()
 
 
-def debian_photos(root: Path) -> dict[str, Path]:
+def debian_photos(root: Path, collection: Collection) -> dict[str, Path]:
     """Group key → the largest file of that group, over the photo folders of the unpacked packages."""
     best: dict[str, Path] = {}
-    for folder in PHOTO_DIRS:
-        for path in sorted((root / folder).rglob("*")):
-            if path.suffix.lower() not in EXTENSIONS or EXCLUDE.search(str(path.relative_to(root))):
-                continue
+    for folder in collection.photo_dirs:
+        files = [
+            path
+            for path in sorted((root / folder).rglob("*"))
+            if path.suffix.lower() in EXTENSIONS
+            and not collection.exclude.search(str(path.relative_to(root)))
+            and path.stat().st_size >= collection.min_bytes
+        ]
+        if collection.per_dir is not None:
+            by_dir: dict[Path, list[Path]] = {}
+            for path in files:
+                by_dir.setdefault(path.parent, []).append(path)
+            largest = {
+                p
+                for group in by_dir.values()
+                for p in sorted(group, key=lambda f: -f.stat().st_size)[: collection.per_dir]
+            }
+            files = [p for p in files if p in largest]
+        for path in files:
             key = _group(path)
             if key not in best or path.stat().st_size > best[key].stat().st_size:
                 best[key] = path
@@ -114,23 +165,27 @@ def _signature(img: Image.Image) -> np.ndarray:
     return a / (np.linalg.norm(a) + 1e-9)
 
 
-def load_sources(cache: Path | None, max_side: int, min_side: int = 256) -> list[tuple[str, Image.Image]]:
+def load_sources(
+    cache: Path | None, max_side: int, min_side: int = 256, collection: Collection = COLLECTIONS["wallpapers"]
+) -> list[tuple[str, Image.Image]]:
     """(source name, RGB image ≤ max_side) for every usable photo, sorted by name; variants, near-identical and
     nearly blank pictures removed."""
     items: list[tuple[str, Image.Image]] = []
     if cache is not None:
-        root = fetch_debian(cache)
-        for _key, path in sorted(debian_photos(root).items()):
+        root = fetch_debian(cache, collection.packages)
+        for _key, path in sorted(debian_photos(root, collection).items()):
             try:
                 with Image.open(path) as im:
                     im.draft("RGB", (max_side, max_side))
-                    img = ImageOps.exif_transpose(im).convert("RGB")
+                    img = ImageOps.exif_transpose(im)
+                    img = _on_white(img) if collection.on_white else img.convert("RGB")
             except OSError as e:
                 print(f"warning: skipping {path}: {e}", file=sys.stderr)
                 continue
             items.append((str(path.relative_to(root)), img))
-    for name, arr in sorted(sample_photos.sample_photos().items()):
-        items.append((f"sample:{name}", Image.fromarray(arr)))
+    if collection.samples:
+        for name, arr in sorted(sample_photos.sample_photos().items()):
+            items.append((f"sample:{name}", Image.fromarray(arr)))
     kept: list[tuple[str, Image.Image]] = []
     sigs: list[np.ndarray] = []
     groups: set[str] = set()
@@ -146,6 +201,14 @@ def load_sources(cache: Path | None, max_side: int, min_side: int = 256) -> list
         kept.append((name, img))
         sigs.append(sig)
     return kept
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """RGB, with any transparency composited on white (cut-out photos)."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def _fit(img: Image.Image, max_side: int) -> Image.Image:
@@ -299,9 +362,10 @@ def build(
     queries_per: int = 3,
     max_side: int = 1024,
     cache: Path | None = None,
+    collection: str = "wallpapers",
 ) -> dict:
     """Write the database, the queries, gt.json and manifest.json into ``out``; returns the manifest."""
-    sources = load_sources(cache, max_side)
+    sources = load_sources(cache, max_side, collection=COLLECTIONS[collection])
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(sources))
     n_orig = min(originals, len(sources) // 2)
@@ -333,6 +397,7 @@ def build(
         queries[rel] = {"original": db_name[j], "main_edit": main, "edits": edits}
     manifest = {
         "seed": seed,
+        "collection": collection,
         "max_side": max_side,
         "originals": n_orig,
         "distractors": len(entries) - n_orig,
@@ -356,6 +421,9 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=1024)
     parser.add_argument("--sources", type=Path, default=Path("/tmp/copydet-src"), help="cache of Debian packages")
     parser.add_argument("--no-debian", action="store_true", help="only the scikit-image/scikit-learn photos")
+    parser.add_argument(
+        "--collection", choices=sorted(COLLECTIONS), default="wallpapers", help="which photos (see COLLECTIONS)"
+    )
     args = parser.parse_args()
     if args.out.exists() and any(args.out.iterdir()):
         parser.error(f"{args.out} is not empty")
@@ -368,6 +436,7 @@ def main() -> None:
         queries_per=args.queries_per,
         max_side=args.max_side,
         cache=None if args.no_debian else args.sources,
+        collection=args.collection,
     )
     print(
         f"wrote {m['originals']} originals + {m['distractors']} distractors to {args.out / 'db'}, "

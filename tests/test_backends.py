@@ -43,7 +43,7 @@ def stem(path: str) -> str:
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_index_kinds_build_search_and_round_trip(db, photos, extractor, kind):
     spec = VectorIndex(kind, KINDS[kind], search={"nprobe": 4} if kind.startswith("IVF") else None)
-    index = ImageIndex(db, collection=f"k_{kind.lower()}", extractor=extractor, vector_index=spec)
+    index = ImageIndex(db, collection=f"k_{kind.lower()}", extractor=extractor, vector_index=spec, tuning=False)
     if kind not in SUPPORTED[backend(db)]:
         error = IndexerError if backend(db) == "lite" else BackendError
         with pytest.raises(error, match=kind):
@@ -67,7 +67,9 @@ def test_default_index_is_hnsw_with_its_search_ef(db):
 
 
 def test_unknown_index_kind_leaves_no_collection(db, photos, extractor):
-    index = ImageIndex(db, collection="bad", extractor=extractor, vector_index=VectorIndex("NOT_AN_INDEX", {}))
+    index = ImageIndex(
+        db, collection="bad", extractor=extractor, vector_index=VectorIndex("NOT_AN_INDEX", {}), tuning=False
+    )
     with pytest.raises(IndexerError):  # Lite: refused up front; server: BackendError, then the collection dropped
         index.add_folder(photos)
     assert not MilvusStore(db, "bad").exists()
@@ -75,7 +77,7 @@ def test_unknown_index_kind_leaves_no_collection(db, photos, extractor):
 
 
 def test_released_collection_is_loaded_again_on_open(db, photos, extractor):
-    ImageIndex(db, extractor=extractor).add_folder(photos)
+    ImageIndex(db, extractor=extractor, tuning=False).add_folder(photos)
     store = MilvusStore(db, "images")
     store.client.release_collection("images")
     state = store.client.get_load_state("images")["state"]
@@ -86,10 +88,14 @@ def test_released_collection_is_loaded_again_on_open(db, photos, extractor):
 
 
 def test_stored_config_and_properties_round_trip(db, photos, extractor):
-    index = ImageIndex(db, extractor=extractor)
+    index = ImageIndex(db, extractor=extractor, tuning=False)
     index.add_folder(photos)
-    props = MilvusStore(db, "images").properties()
-    assert json.loads(props["poolvec.config"]) == index.config
+    store = MilvusStore(db, "images")
+    props = store.properties()
+    assert store.unpack(props["poolvec.config"]) == index.config
+    # the fitted 1280×1280 whitening (8.7 MB of base64) lives in blob rows: servers refuse properties over ~1 MB
+    assert len(props["poolvec.config"]) < 64_000 and len(json.dumps(index.config)) > 1_000_000
+    assert store.blob_digests(props["poolvec.config"])
     assert json.loads(props["poolvec.index"])["kind"] == "HNSW"
     info = ImageIndex(db).info()
     assert info["fingerprint"] == index.info()["fingerprint"] == props["poolvec.fingerprint"]
@@ -97,7 +103,7 @@ def test_stored_config_and_properties_round_trip(db, photos, extractor):
 
 
 def test_count_follows_deletes_at_once(db, photos, extractor):
-    index = ImageIndex(db, extractor=extractor)
+    index = ImageIndex(db, extractor=extractor, tuning=False)
     index.add_folder(photos)
     assert len(index) == 11
     index.store.delete([h.id for h in index.search(photos / "rocket.jpg", k=2)])  # Strong consistency: no lag

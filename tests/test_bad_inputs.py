@@ -82,7 +82,7 @@ def test_every_bad_input_has_its_outcome_and_good_files_are_indexed(tmp_path, ph
     for good in sorted(photo_dir.glob("*.jpg"))[:3]:
         shutil.copy(good, corpus / good.name)
         expected[good.name] = EMBEDDED
-    index = ImageIndex(str(tmp_path / "bad.db"), extractor=extractor)
+    index = ImageIndex(str(tmp_path / "bad.db"), extractor=extractor, tuning=False)
     report = index.add_folder(corpus)
     failed = {os.path.basename(p): reason for p, reason in report.failed}
     for name, outcome in expected.items():
@@ -147,18 +147,18 @@ def test_file_size_limit(tmp_path):
     ex = Extractor(max_bytes=1000)
     with pytest.raises(ImageError, match="file too large"):
         ex.embed(path)
-    report = ImageIndex(str(tmp_path / "s.db"), extractor=ex).add([path])
+    report = ImageIndex(str(tmp_path / "s.db"), extractor=ex, tuning=False).add([path])
     assert "file too large" in report.failed[0][1]
 
 
 def test_file_gone_between_scan_and_read(tmp_path, extractor):
-    report = ImageIndex(str(tmp_path / "g.db"), extractor=extractor).add([tmp_path / "vanished.jpg"])
+    report = ImageIndex(str(tmp_path / "g.db"), extractor=extractor, tuning=False).add([tmp_path / "vanished.jpg"])
     assert report.failed == [(str(tmp_path / "vanished.jpg"), "No such file or directory")]
 
 
 def test_index_from_a_newer_format_is_refused_untouched(tmp_path, extractor, photo_dir):
     db = str(tmp_path / "future.db")
-    index = ImageIndex(db, extractor=extractor)
+    index = ImageIndex(db, extractor=extractor, tuning=False)
     index.add([sorted(photo_dir.glob("*.jpg"))[0]])
     config = {**index.config, "format": 99}
     index.store.client.alter_collection_properties(

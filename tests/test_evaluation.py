@@ -241,7 +241,7 @@ def test_class_folder_evaluation_on_real_photos(tmp_path, class_dir, extractor):
     top = exact["setups"]["all"]
     assert top["recall@1"] >= 0.95 and top["mAP"] >= 0.9
     # the same through Milvus: query vectors come from the index, scores agree with exact search
-    with ImageIndex(tmp_path / "eval.db", extractor=extractor) as idx:
+    with ImageIndex(tmp_path / "eval.db", extractor=extractor, tuning=False) as idx:
         idx.add(gt.database)
         via_index = evaluate_index(idx, gt)
     assert via_index["k"] == 33 and via_index["n_missing"] == 0

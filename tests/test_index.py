@@ -20,7 +20,7 @@ def stem(path: str) -> str:
 
 
 def test_index_and_search_edited_copies_find_originals(db, photos, query_dir, extractor):
-    index = ImageIndex(db, extractor=extractor)
+    index = ImageIndex(db, extractor=extractor, tuning=False)
     report = index.add_folder(photos)
     assert (report.added, report.unchanged, report.failed) == (11, 0, [])
     assert len(index) == 11
@@ -37,7 +37,7 @@ def test_index_and_search_edited_copies_find_originals(db, photos, query_dir, ex
 
 
 def test_search_by_vector_pil_and_exact_self_match(db, photos, extractor):
-    index = ImageIndex(db, extractor=extractor)
+    index = ImageIndex(db, extractor=extractor, tuning=False)
     index.add_folder(photos)
     v = extractor.embed(photos / "coffee.jpg")[0]
     hit = index.search(v, k=1)[0]
@@ -48,7 +48,7 @@ def test_search_by_vector_pil_and_exact_self_match(db, photos, extractor):
 
 
 def test_reindex_is_idempotent_and_sees_changes(db, photos, extractor):
-    index = ImageIndex(db, extractor=extractor)
+    index = ImageIndex(db, extractor=extractor, tuning=False)
     index.add_folder(photos)
     again = index.add_folder(photos)
     assert (again.added, again.updated, again.unchanged) == (0, 0, 11)
@@ -63,7 +63,7 @@ def test_reindex_is_idempotent_and_sees_changes(db, photos, extractor):
 
 
 def test_reopen_rebuilds_the_same_embedder(db, photos, extractor):
-    ImageIndex(db, extractor=extractor).add_folder(photos)
+    ImageIndex(db, extractor=extractor, tuning=False).add_folder(photos)
     reopened = ImageIndex(db)  # no extractor given: rebuilt from the stored config
     assert reopened.extractor.config() == extractor.config()
     assert stem(reopened.search(photos / "flower.jpg", k=1)[0].path) == "flower"
@@ -72,7 +72,7 @@ def test_reopen_rebuilds_the_same_embedder(db, photos, extractor):
 
 
 def test_other_config_is_refused_naming_the_field(db, photos, extractor):
-    ImageIndex(db, extractor=extractor).add_folder(photos)
+    ImageIndex(db, extractor=extractor, tuning=False).add_folder(photos)
     with pytest.raises(ConfigMismatchError, match="pooling") as info:
         ImageIndex(db, extractor=Extractor(pooling="mac | l2"))
     assert "gem" in str(info.value)
@@ -86,7 +86,7 @@ def test_other_config_is_refused_naming_the_field(db, photos, extractor):
 def test_corrupt_file_skipped_and_counted(db, photos, extractor):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (photos / "empty.png").write_bytes(b"")
-    report = ImageIndex(db, extractor=extractor).add_folder(photos)
+    report = ImageIndex(db, extractor=extractor, tuning=False).add_folder(photos)
     assert report.added == 11 and not report.ok
     assert sorted((stem(p), "decode" in r or "recognised" in r) for p, r in report.failed) == [
         ("broken", True),
