@@ -20,12 +20,10 @@ import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+from .defaults import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 from .errors import ExtractorError
 from .weights import PACKAGED, load_packaged, load_state_dict, sha256_of
 
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
-#: ``weights="default"`` means: packaged weights, torchvision's DEFAULT enum, or timm's pretrained tag.
-DEFAULT_WEIGHTS = "default"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ALIASES = {f"efficientnet_lite{i}": f"tf_efficientnet_lite{i}" for i in range(3)}

@@ -28,12 +28,13 @@ from pooling import build as build_pooling
 from pooling import from_dict as pooling_from_dict
 
 from . import priors
-from .backbones import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, Backbone, build_backbone
+from .backbones import Backbone, build_backbone
 from .batching import batched_in_order
+from .defaults import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_POOLING, DEFAULT_WEIGHTS
 from .errors import ExtractorError, ImageError
 from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image, to_rgb
 from .jpeg import decode_resize, is_jpeg_path, read_jpeg
-from .preprocess import DEFAULT_MAX_SIDE, InputPolicy, normalize, resize, to_tensor
+from .preprocess import InputPolicy, normalize, resize, to_tensor
 from .tuning import Pairs, TuneProgress, Tuning, collect_pairs
 
 #: What :meth:`Extractor.embed` accepts per item: a path, a PIL image, an HWC uint8 array or a CHW tensor.
@@ -52,9 +53,6 @@ TRACE_CHECKS = 8
 #: 2-core CPU) pays for itself after ~100 images (13.5 vs 22 ms per image), and single queries never pay it.
 AUTO_TRACE_AFTER = 64
 OPTIMIZE = ("auto", True, False)
-#: The default pooling: GeM (p = 3), L2, then learned whitening (``lw``: packaged for the default backbone, re-fitted
-#: by every index on its own photos; docs/EVALUATION.md, "Self-tuning"), L2.
-DEFAULT_POOLING = "gem(p=3) | l2 | lw | l2"
 
 
 @dataclass

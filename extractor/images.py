@@ -7,6 +7,7 @@ image will be shrunk anyway (``Image.draft``: 2–4× less decode time on large 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -34,12 +35,15 @@ def iter_image_files(
     recursive: bool = True,
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
     follow_symlinks: bool = False,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> Iterator[Path]:
     """Yield the image files under ``root`` in a stable (sorted) order, as absolute paths.
 
-    Files are chosen by extension (case-insensitive); directories named like images are skipped, and so are
-    unreadable directories. Symlinked files are listed (a dangling one then fails with its reason when read);
-    symlinked directories are followed only with ``follow_symlinks`` (loops are cut).
+    Files are chosen by extension (case-insensitive; the content decides how a file is decoded, so a PNG named
+    ``.jpg`` is read as the PNG it is). Directories named like images are not files and are not listed.
+    Symlinked files are listed (a dangling one then fails with its reason when read); symlinked directories are
+    followed only with ``follow_symlinks`` (loops are cut). A folder that cannot be read (permission, a path
+    longer than the system allows) is passed to ``on_skip(path, reason)`` — nothing is skipped in silence.
     """
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     top = Path(root).expanduser().absolute()
@@ -50,6 +54,11 @@ def iter_image_files(
         raise ImageError(str(top), "no such file or directory")
     seen: set[tuple[int, int]] = set()
 
+    def skip(path: str, e: OSError) -> None:
+        if on_skip is not None:
+            reason = "path too long for the system" if e.errno == errno.ENAMETOOLONG else (e.strerror or str(e))
+            on_skip(path, f"folder not read: {reason}")
+
     def walk(folder: Path) -> Iterator[Path]:
         try:
             st = folder.stat()
@@ -58,7 +67,8 @@ def iter_image_files(
                 return
             seen.add(key)
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
+        except OSError as e:
+            skip(str(folder), e)
             return
         subdirs = []
         for entry in entries:
@@ -67,8 +77,8 @@ def iter_image_files(
                     subdirs.append(Path(entry.path))
                 elif Path(entry.name).suffix.lower() in exts:
                     yield Path(entry.path)
-            except OSError:
-                continue
+            except OSError as e:
+                skip(entry.path, e)
         if recursive:
             for sub in subdirs:
                 yield from walk(sub)

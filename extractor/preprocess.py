@@ -14,16 +14,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from .defaults import DECODERS, DEFAULT_MAX_SIDE
 from .errors import ExtractorError
-
-#: Default longer side. EfficientNet-Lite0 was trained on 224×224 crops of images resized to ~256 px, so
-#: objects appear at about that scale; 320 px on the longer side keeps a 4:3 photo at 320×240 — close to the
-#: training scale and to the 224² pixel budget (1.5×), while keeping the whole frame (no centre crop) and
-#: enough detail for near-duplicates. Larger sides cost time quadratically on a CPU.
-DEFAULT_MAX_SIDE = 320
-#: "pil": Pillow everywhere (DCT-scaled JPEG decode). "torchvision": JPEGs decoded by torchvision on the
-#: extractor's device (nvJPEG on CUDA), resized there; other formats still go through Pillow.
-DECODERS = ("pil", "torchvision")
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,63 @@ expression through :func:`quote`, and numbers through ``int``/``float``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
+from . import names
 from .errors import IndexerError
 
 Range = tuple[float | None, float | None]
 
+#: Fields a ``where`` expression may use (``dirs["d"]`` is the list of a file's folders, for ``json_contains``).
+FIELDS = ("id", "path", "root", "dirs", "size", "mtime_ns", "width", "height", "sha256")
+#: Words of Milvus's expression language a ``where`` may use besides the fields.
+WORDS = frozenset(
+    {"and", "or", "not", "in", "like", "true", "false", "AND", "OR", "NOT", "IN", "LIKE", "TRUE", "FALSE"}
+    | {"json_contains", "json_contains_any", "json_contains_all", "exists", "EXISTS"}
+)
+#: Deepest parenthesis nesting accepted (Milvus's parsers recurse per level).
+MAX_DEPTH = 32
+_TOKEN = re.compile(
+    r'\s+|"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[A-Za-z_][A-Za-z0-9_]*|[0-9.eE+-]+|[()\[\],]|[<>=!]=?|%|\*\*|[-+*/]'
+)
+
 
 def quote(value: str) -> str:
-    """A Milvus string literal holding exactly ``value`` (backslashes and double quotes escaped)."""
-    if any(ord(c) < 32 for c in value):
-        raise IndexerError(f"control characters are not allowed in a filter value: {value!r}")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A Milvus string literal holding exactly the stored form of ``value`` (:mod:`indexer.names`: control
+    characters and undecodable bytes mapped to text; backslashes and double quotes escaped)."""
+    text = names.stored(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def check_where(expr: str) -> str:
+    """A user's raw ``where`` expression, checked so that it cannot cancel the filters it is combined with: its
+    parentheses balance (``1==1) or (1==1`` would escape the ``(…) and (…)`` around it), it names only the indexed
+    fields, and it nests at most :data:`MAX_DEPTH` deep. Milvus checks the rest."""
+    depth, pos = 0, 0
+    while pos < len(expr):
+        m = _TOKEN.match(expr, pos)
+        if m is None:
+            raise IndexerError(f"--where: cannot read {expr[pos : pos + 20]!r} in {expr!r}")
+        token, pos = m.group(0), m.end()
+        if token == "(":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise IndexerError(f"--where: parentheses nest deeper than {MAX_DEPTH} levels")
+        elif token == ")":
+            depth -= 1
+            if depth < 0:
+                raise IndexerError(f"--where: a ')' closes a parenthesis that was never opened, in {expr!r}")
+        elif (token[0].isalpha() or token[0] == "_") and token not in FIELDS and token not in WORDS:
+            raise IndexerError(
+                f"--where: unknown field {token!r}; the fields are {', '.join(FIELDS)} (e.g. 'width >= 1000 and "
+                "size < 5000000', 'path like \"%/2024/%\"')"
+            )
+    if depth:
+        raise IndexerError(f"--where: {depth} parenthesis(es) left open in {expr!r}")
+    if not expr.strip():
+        raise IndexerError("--where: the expression is empty")
+    return expr
 
 
 def ancestors(path: str) -> list[str]:
@@ -79,7 +124,7 @@ def build(
         in_range("mtime_ns", mtime_ns),  # type: ignore[arg-type]
         in_range("width", width),
         in_range("height", height),
-        where or "",
+        check_where(where) if where is not None else "",
     )
 
 

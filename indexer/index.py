@@ -27,11 +27,9 @@ from . import dba, duplicates, filters, retune, sync
 from .config import FORMAT_VERSION, diff, fingerprint, same_recipe, with_provenance, without_states
 from .duplicates import DuplicateGroup
 from .errors import BackendError, ConfigMismatchError, IndexerError
+from .lite import DEFAULT_COLLECTION, DEFAULT_URI
 from .store import META_FIELDS, MilvusStore, VectorIndex
 from .sync import IndexReport, Progress
-
-DEFAULT_URI = "./poolvec.db"
-DEFAULT_COLLECTION = "images"
 
 
 @dataclass(frozen=True)
@@ -115,6 +113,12 @@ class ImageIndex:
             except ExtractorError as e:
                 raise IndexerError(f"cannot rebuild the embedder of {self.collection!r}: {e}") from None
         return self._extractor
+
+    @extractor.setter
+    def extractor(self, extractor: Extractor) -> None:
+        """Embed with ``extractor``: a new index is built with it; an existing one takes it if it makes the stored
+        vectors (the same recipe: with the index's own fit), and refuses any other config, naming what differs."""
+        self._extractor = extractor if self._config is None or self._pending is not None else self._check(extractor)
 
     @property
     def config(self) -> dict[str, Any] | None:
@@ -219,13 +223,21 @@ class ImageIndex:
         top = Path(root).expanduser().absolute()
         if not top.exists():
             raise IndexerError(f"{root}: no such file or directory")
-        scan = iter_image_files(top, recursive=recursive, extensions=extensions, follow_symlinks=follow_symlinks)
+        unread: list[tuple[str, str]] = []
+        scan = iter_image_files(
+            top,
+            recursive=recursive,
+            extensions=extensions,
+            follow_symlinks=follow_symlinks,
+            on_skip=lambda path, why: unread.append((path, why)),
+        )
         files = [str(p) for p in scan]
         base = str(top if top.is_dir() else top.parent)
         self._ensure_collection(files, on_tune)
         if shard is not None:
             files = _shard(files, *shard)
         report = self._sync(files, [base] * len(files), progress, on_tune)
+        report.failed[:0] = unread
         if prune and top.is_dir():
             report.removed = sync.prune(self.store, base)
         return report
@@ -368,14 +380,22 @@ class ImageIndex:
         """
         if k < 1:
             raise IndexerError(f"k must be ≥ 1, got {k}")
+        if qe < 0:
+            raise IndexerError(f"qe (query expansion over the top n hits) must be ≥ 0, got {qe}")
         self._refuse_if_pending()
         if self._config is None:
             raise IndexerError(f"the index {self.uri} (collection {self.collection!r}) is empty: add images first")
         expr = filters.build(under_folder=under, size=size, mtime=mtime, width=width, height=height, where=where)
         vectors = self._query_vectors(list(queries))
-        if qe > 0:
-            vectors = dba.augment(self.store, self.vector_index, vectors, qe, qe_alpha, include_self=False, filter=expr)
-        results = self.store.search(vectors.tolist(), k, self.vector_index, filter=expr)
+        try:
+            if qe > 0:
+                vectors = dba.augment(self.store, self.vector_index, vectors, qe, qe_alpha, False, filter=expr)
+            results = self.store.search(vectors.tolist(), k, self.vector_index, filter=expr)
+        except BackendError as e:
+            if where is None:
+                raise
+            self.store.count()  # the backend answers without the expression: it is the expression it refused
+            raise IndexerError(f"--where: Milvus refused {where!r}: {e}") from None
         return [
             [
                 Hit(
@@ -469,10 +489,12 @@ class ImageIndex:
             "dba": dba.settings(self.store) if self._config else None,
         }
 
-    def drop(self) -> None:
-        """Delete the collection and its stored config."""
+    def drop(self) -> bool:
+        """Delete the collection and its stored config. A Milvus Lite database left with no collection is removed
+        too (its folder held nothing else); returns whether it was."""
         self.store.drop()
         self._config = self._fingerprint = None
+        return self.store.remove_if_empty()
 
     def close(self) -> None:
         """Release the client."""

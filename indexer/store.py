@@ -6,19 +6,19 @@ server or cluster. The schema, the vector index and the stored embedding config 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
+import shutil
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pymilvus import DataType, MilvusClient, MilvusException
 
+from . import names
 from .errors import BackendError, IndexerError
+from .lite import held_message, is_server_uri, lite_path, lock_busy
 
 #: Scalar fields stored per image (besides ``id`` and ``vector``).
 META_FIELDS = ("path", "root", "size", "mtime_ns", "width", "height", "sha256")
@@ -105,11 +105,6 @@ class VectorIndex:
             )
 
 
-def is_server_uri(uri: str) -> bool:
-    """True for a Milvus server address, False for a Milvus Lite database path."""
-    return uri.startswith(("http://", "https://", "tcp://", "grpc://"))
-
-
 class MilvusStore:
     """One collection in Milvus Lite or a Milvus server, holding image vectors and their file metadata."""
 
@@ -118,38 +113,51 @@ class MilvusStore:
         self.collection = collection
         self.is_lite = not is_server_uri(uri)
         self.timeout = timeout
-        self.client = self._connect(token)
+        self._token = token
+        self._client: MilvusClient | None = None
+        self.path = lite_path(uri) if self.is_lite else None
+        if not self.is_lite or self.path.exists():  # type: ignore[union-attr]
+            self._client = self._connect()  # a server is reached at once; a new Lite database waits for a write
 
     # -- connection ----------------------------------------------------------------------------------------
-    def _connect(self, token: str | None) -> MilvusClient:
-        if self.is_lite:
-            path = Path(self.uri).expanduser()
-            if path.exists() and not path.is_dir():
-                raise BackendError(f"{path} is not a Milvus Lite database (a file, not a directory)")
-            path.parent.mkdir(parents=True, exist_ok=True)
+    @property
+    def client(self) -> MilvusClient:
+        """The client; opening it creates a new Milvus Lite database folder (only done when something is written)."""
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> MilvusClient:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with _quiet("milvus_lite.server_manager"):
-                    return MilvusClient(str(path), grpc_options=LITE_GRPC)
+                    return MilvusClient(str(self.path), grpc_options=LITE_GRPC)
             except MilvusException as e:
-                if _lock_busy(path):
-                    raise BackendError(
-                        f"another process holds the index {path} (Milvus Lite allows one process per database); "
-                        "wait for it to finish, or serve it with `milvus-lite server` and use its http:// address"
-                    ) from None
-                raise BackendError(f"cannot open Milvus Lite database {path}: {_reason(e)}") from None
+                if lock_busy(self.path):
+                    raise BackendError(held_message(self.path)) from None
+                raise BackendError(f"cannot open Milvus Lite database {self.path}: {_reason(e)}") from None
         try:
-            return MilvusClient(uri=self.uri, token=token or "", timeout=self.timeout)
+            return MilvusClient(uri=self.uri, token=self._token or "", timeout=self.timeout)
         except MilvusException as e:
             raise BackendError(f"cannot reach Milvus at {self.uri}: {_reason(e)}") from None
 
+    @property
+    def missing(self) -> bool:
+        """True for a Milvus Lite database that does not exist yet (nothing has been written to it)."""
+        return self._client is None and self.path is not None and not self.path.exists()
+
     def close(self) -> None:
         """Close the client (Milvus Lite keeps its lock until the process exits)."""
-        with suppress(MilvusException):
-            self.client.close()
+        if self._client is not None:
+            with suppress(MilvusException):
+                self._client.close()
 
     # -- collection ------------------------------------------------------------------------------------------
     def exists(self) -> bool:
-        """Whether the collection exists."""
+        """Whether the collection exists (a Lite database that was never written holds none, and is not created)."""
+        if self.missing:
+            return False
         return bool(self._call(self.client.has_collection, self.collection))
 
     def create(self, dim: int, config: dict[str, Any], fingerprint: str, index: VectorIndex) -> None:
@@ -347,18 +355,31 @@ class MilvusStore:
         if self._call(self.client.has_collection, self.blob_collection):
             self._call(self.client.drop_collection, self.blob_collection)
 
+    def remove_if_empty(self) -> bool:
+        """Delete a Milvus Lite database folder that holds no collection any more (after the last drop); the embedded
+        server is stopped first. Returns whether the folder was removed. Servers are left alone."""
+        if self.path is None or self._client is None or self._call(self.client.list_collections):
+            return False
+        self.close()
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(str(self.path))
+        self._client = None
+        shutil.rmtree(self.path, ignore_errors=True)
+        return not self.path.exists()
+
     # -- rows --------------------------------------------------------------------------------------------------
     def upsert(self, rows: list[dict[str, Any]]) -> None:
-        """Insert or overwrite rows by primary key."""
+        """Insert or overwrite rows by primary key (file names as Python holds them; stored in :mod:`.names`' form)."""
         if rows:
-            self._call(self.client.upsert, self.collection, rows)
+            self._call(self.client.upsert, self.collection, [_to_stored(r) for r in rows])
 
     def get(self, ids: list[int], fields: tuple[str, ...] = META_FIELDS) -> dict[int, dict[str, Any]]:
         """Rows by primary key (missing ids are absent from the result)."""
         if not ids:
             return {}
         rows = self._call(self.client.get, self.collection, ids=ids, output_fields=list(fields))
-        return {int(r["id"]): dict(r) for r in rows}
+        return {int(r["id"]): _from_stored(r) for r in rows}
 
     def delete(self, ids: list[int]) -> None:
         """Delete rows by primary key."""
@@ -368,9 +389,8 @@ class MilvusStore:
     def query(self, filter: str, fields: tuple[str, ...] = META_FIELDS, limit: int | None = None) -> list[dict]:
         """Rows matching a boolean expression (``limit`` caps the result)."""
         kwargs = {"limit": limit} if limit is not None else {}
-        return list(
-            self._call(self.client.query, self.collection, filter=filter, output_fields=["id", *fields], **kwargs)
-        )
+        rows = self._call(self.client.query, self.collection, filter=filter, output_fields=["id", *fields], **kwargs)
+        return [_from_stored(r) for r in rows]
 
     def iterate(self, filter: str = "", fields: tuple[str, ...] = META_FIELDS, batch_size: int = 1000):
         """Yield lists of rows over the whole collection (or a filter), ``batch_size`` at a time: memory stays flat."""
@@ -388,7 +408,7 @@ class MilvusStore:
                 rows = self._call(it.next)
                 if not rows:
                     return
-                yield [dict(r) for r in rows]
+                yield [_from_stored(r) for r in rows]
         finally:
             it.close()
 
@@ -411,7 +431,7 @@ class MilvusStore:
             search_params=index.search_params(k),
             **SEARCH_CONSISTENCY,
         )
-        return [list(hits) for hits in res]
+        return [[{**h, "entity": _from_stored(h["entity"])} for h in hits] for hits in res]
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -420,26 +440,31 @@ class MilvusStore:
             raise BackendError(f"Milvus ({self.uri}) failed: {_reason(e)}") from None
 
 
+def _to_stored(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with its file names in their stored form (every name stays as it is but for control characters and
+    bytes that are not UTF-8: :func:`indexer.names.stored`)."""
+    if "path" not in row:
+        return row
+    out = {**row, "path": names.stored(row["path"])}
+    if "root" in out:
+        out["root"] = names.stored(out["root"])
+    if isinstance(out.get("dirs"), dict):
+        out["dirs"] = {"d": [names.stored(d) for d in out["dirs"]["d"]]}
+    return out
+
+
+def _from_stored(row: Any) -> dict[str, Any]:
+    """A row read back, with ``path`` and ``root`` as Python's ``os`` functions take them."""
+    out = dict(row)
+    for key in ("path", "root"):
+        if isinstance(out.get(key), str):
+            out[key] = names.real(out[key])
+    return out
+
+
 def _reason(e: MilvusException) -> str:
     msg = getattr(e, "message", "") or str(e)
     return " ".join(str(msg).split()) or type(e).__name__
-
-
-def _lock_busy(path: Path) -> bool:
-    """True if some open file description holds Milvus Lite's lock on the database directory."""
-    lock = path / "LOCK"
-    if not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 @contextmanager

@@ -21,9 +21,10 @@ import numpy as np
 from extractor import Embedded, Extractor
 from extractor.images import file_sha256
 
+from . import names
 from .errors import IndexerError
 from .filters import ancestors, quote, under
-from .store import MilvusStore
+from .store import MAX_PATH, MilvusStore
 
 #: Rows per upsert: an interrupted run loses at most this many embeddings.
 INSERT_BATCH = 64
@@ -195,10 +196,9 @@ def _lookup(
     """Sort a chunk of files into unchanged (ticked off), failed, and to-do with their stat, hash and reuse."""
     todo: dict[str, dict[str, Any]] = {}
     for path, root in chunk:
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:
-            report.failed.append((path, "file name is not valid UTF-8 (Milvus stores text as UTF-8); rename it"))
+        size = len(names.stored(path).encode("utf-8"))
+        if size > MAX_PATH:
+            report.failed.append((path, f"path too long to store ({size} bytes as stored > {MAX_PATH})"))
             tick(path)
             continue
         try:

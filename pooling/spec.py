@@ -15,12 +15,10 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import Any
 
-from . import functional as PF
-from . import post
-
-__all__ = ["METHODS", "MethodInfo", "Param", "PoolingError", "format_step", "methods", "parse"]
+__all__ = ["METHODS", "MethodInfo", "Param", "PoolingError", "format_step", "methods", "out_dim", "parse"]
 
 
 class PoolingError(ValueError):
@@ -93,9 +91,15 @@ class MethodInfo:
     dim_fn: Callable[[int, dict[str, Any]], int]
     params: tuple[Param, ...] = ()
     needs_fit: bool = False
-    fn: Callable[..., Any] | None = None  # pooling function (pool) or step class (post)
+    ref: str = ""  # "module.name" in this package: the pooling function (pool) or step class (post)
     paper: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        """The pooling function or step class, imported on first use (the registry itself needs no torch)."""
+        module, _, name = self.ref.rpartition(".")
+        return getattr(import_module(f"{__package__}.{module}"), name)
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -134,16 +138,18 @@ def _same(c: int, _: dict[str, Any]) -> int:
 METHODS: dict[str, MethodInfo] = {
     m.name: m
     for m in [
-        MethodInfo("mac", "pool", "global max pooling", "C", _same, fn=PF.mac),
-        MethodInfo("spoc", "pool", "global average pooling (SPoC as in cirtorch/timm)", "C", _same, fn=PF.spoc),
-        MethodInfo("sum", "pool", "global sum pooling", "C", _same, fn=PF.sum_pool),
+        MethodInfo("mac", "pool", "global max pooling", "C", _same, ref="functional.mac"),
+        MethodInfo(
+            "spoc", "pool", "global average pooling (SPoC as in cirtorch/timm)", "C", _same, ref="functional.spoc"
+        ),
+        MethodInfo("sum", "pool", "global sum pooling", "C", _same, ref="functional.sum_pool"),
         MethodInfo(
             "spoc_center",
             "pool",
             "SPoC of Babenko & Lempitsky: sum weighted by a Gaussian centre prior, sigma = min(H, W)/6",
             "C",
             _same,
-            fn=PF.spoc_center,
+            ref="functional.spoc_center",
         ),
         MethodInfo(
             "gem",
@@ -163,7 +169,7 @@ METHODS: dict[str, MethodInfo] = {
                 ),
                 _EPS,
             ),
-            fn=PF.gem,
+            ref="functional.gem",
         ),
         MethodInfo(
             "lse",
@@ -172,16 +178,16 @@ METHODS: dict[str, MethodInfo] = {
             "C",
             _same,
             params=(Param("r", 10.0, "float", "sharpness (small = average, large = max)", 0.0, 1e4, True),),
-            fn=PF.lse,
+            ref="functional.lse",
         ),
-        MethodInfo("avgmax", "pool", "(global average + global max) / 2", "C", _same, fn=PF.avgmax),
+        MethodInfo("avgmax", "pool", "(global average + global max) / 2", "C", _same, ref="functional.avgmax"),
         MethodInfo(
             "catavgmax",
             "pool",
             "concatenation [global average, global max]",
             "2C",
             lambda c, _: 2 * c,
-            fn=PF.catavgmax,
+            ref="functional.catavgmax",
         ),
         MethodInfo(
             "rmac",
@@ -190,7 +196,7 @@ METHODS: dict[str, MethodInfo] = {
             "C",
             _same,
             params=(_LEVELS, _OVERLAP, _EPS),
-            fn=PF.rmac,
+            ref="functional.rmac",
         ),
         MethodInfo(
             "rgem",
@@ -199,7 +205,7 @@ METHODS: dict[str, MethodInfo] = {
             "C",
             _same,
             params=(_LEVELS, _OVERLAP, _P, _EPS),
-            fn=PF.rgem,
+            ref="functional.rgem",
         ),
         MethodInfo(
             "spp",
@@ -208,7 +214,7 @@ METHODS: dict[str, MethodInfo] = {
             "C·Σl²",
             lambda c, p: c * sum(lv * lv for lv in p["levels"]),
             params=(Param("levels", (1, 2, 4), "ints", "grid sizes of the pyramid levels", 1, 64), _OP),
-            fn=PF.spp,
+            ref="functional.spp",
         ),
         MethodInfo(
             "grid",
@@ -221,7 +227,7 @@ METHODS: dict[str, MethodInfo] = {
                 Param("w", 2, "int", "cells along the width", 1, 64),
                 _OP,
             ),
-            fn=PF.grid,
+            ref="functional.grid",
         ),
         MethodInfo(
             "crow",
@@ -233,7 +239,7 @@ METHODS: dict[str, MethodInfo] = {
                 Param("a", 2.0, "float", "norm used to normalise the spatial weights", 0.0, 100.0, True),
                 Param("b", 2.0, "float", "power 1/b applied to the spatial weights", 0.0, 100.0, True),
             ),
-            fn=PF.crow,
+            ref="functional.crow",
         ),
         MethodInfo(
             "scda",
@@ -242,7 +248,7 @@ METHODS: dict[str, MethodInfo] = {
             "2C",
             lambda c, _: 2 * c,
             params=(Param("connectivity", 8, "choice", "pixel connectivity of the regions", choices=(8, 4)),),
-            fn=PF.scda,
+            ref="functional.scda",
         ),
         MethodInfo(
             "pwa",
@@ -256,9 +262,9 @@ METHODS: dict[str, MethodInfo] = {
                 Param("b", 2.0, "float", "power 1/b applied to each part's weights", 0.0, 100.0, True),
             ),
             needs_fit=True,
-            fn=PF.pwa,
+            ref="functional.pwa",
         ),
-        MethodInfo("l2", "post", "L2-normalise each vector", "D", _same, fn=post.L2),
+        MethodInfo("l2", "post", "L2-normalise each vector", "D", _same, ref="post.L2"),
         MethodInfo(
             "power",
             "post",
@@ -266,9 +272,11 @@ METHODS: dict[str, MethodInfo] = {
             "D",
             _same,
             params=(Param("alpha", 0.5, "float", "exponent", 0.0, 1.0, low_open=True),),
-            fn=post.Power,
+            ref="post.Power",
         ),
-        MethodInfo("center", "post", "subtract the mean vector (fitted)", "D", _same, needs_fit=True, fn=post.Center),
+        MethodInfo(
+            "center", "post", "subtract the mean vector (fitted)", "D", _same, needs_fit=True, ref="post.Center"
+        ),
         MethodInfo(
             "pca",
             "post",
@@ -281,7 +289,7 @@ METHODS: dict[str, MethodInfo] = {
                 Param("power", 0.5, "float", "whitening exponent (0.5 = unit variance)", 0.0, 1.0),
             ),
             needs_fit=True,
-            fn=post.PCA,
+            ref="post.PCA",
         ),
         MethodInfo(
             "lw",
@@ -294,7 +302,7 @@ METHODS: dict[str, MethodInfo] = {
                 Param("shrink", 0.2, "float", "shrinkage of the pair covariance toward a scaled identity", 0.0, 1.0),
             ),
             needs_fit=True,
-            fn=post.LearnedWhitening,
+            ref="post.LearnedWhitening",
             paper="Radenović, Tolias & Chum, Fine-tuning CNN image retrieval with no human annotation, TPAMI 2018",
         ),
     ]
@@ -512,3 +520,12 @@ def parse(spec: str) -> list[tuple[str, dict[str, Any]]]:
             raise PoolingError(f"empty step in {spec!r} (two '|' in a row, or a trailing '|')")
         steps.append(parse_step(part, i))
     return steps
+
+
+def out_dim(spec: str, channels: int) -> int:
+    """The output dimension of an (unfitted) spec for maps of ``channels`` channels, from the registry alone (no
+    torch): what :meth:`pooling.Pipeline.out_dim` gives before any step is fitted."""
+    d = int(channels)
+    for name, params in parse(spec):
+        d = int(METHODS[name].dim_fn(d, params))
+    return d

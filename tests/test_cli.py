@@ -36,10 +36,13 @@ def test_index_search_info_json(tmp_path, photos, query_dir):
 
 def test_partial_exit_code_and_failures_file(tmp_path, photos):
     (photos / "bad.jpg").write_text("<html>not an image</html>")
-    failures = tmp_path / "failed.tsv"
+    failures = tmp_path / "failed.jsonl"
     res = runner.invoke(app, ["index", str(photos), "--db", str(tmp_path / "p.db"), "--failures", str(failures)])
     assert res.exit_code == 1
-    assert failures.read_text().startswith(f"{photos / 'bad.jpg'}\t")
+    lines = failures.read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"path": str(photos / "bad.jpg"), "reason": "not a recognised image format"}
+    ]
     assert "bad.jpg" in res.stderr
 
 
@@ -57,7 +60,8 @@ def test_console_script_exit_codes(tmp_path, photos):
     env = {**os.environ, "COLUMNS": "200"}
     db = str(tmp_path / "s.db")
     bad = subprocess.run([POOLVEC, "search", "x.jpg", "--db", db], capture_output=True, text=True, env=env)
-    assert bad.returncode == 2 and "empty" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode == 2 and "no index at" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(db)  # a failed command creates nothing
     ok = subprocess.run([POOLVEC, "index", str(photos), "--db", db], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "indexing" not in ok.stderr  # no progress bar when stderr is not a terminal
@@ -109,7 +113,9 @@ def test_embed_writes_vectors_and_paths(tmp_path, photos, extractor):
     import numpy as np
 
     vectors = np.load(out_file)
-    names = (tmp_path / "v.txt").read_text().splitlines()
+    rows = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rows] == list(range(11))
+    names = [r["path"] for r in rows]
     assert vectors.shape == (11, 1280) and len(names) == 11 and str(photos / "bad.jpg") not in names
     np.testing.assert_allclose(
         vectors[names.index(str(photos / "flower.jpg"))], extractor.embed(photos / "flower.jpg")[0], atol=1e-5
@@ -139,8 +145,11 @@ def test_index_json_prune_reroot_drop(tmp_path, photos):
     res = runner.invoke(app, ["index", str(moved), "--db", db, "--json"])
     assert json.loads(res.stdout)["unchanged"] == 10
     assert runner.invoke(app, ["drop", "--db", db], input="n\n").exit_code == 2
-    assert runner.invoke(app, ["drop", "--db", db, "--yes"]).exit_code == 0
+    res = runner.invoke(app, ["drop", "--db", db, "--yes"])
+    assert res.exit_code == 0 and "removed the database folder" in res.stdout
+    assert not os.path.exists(db)  # it held nothing else
     assert json.loads(runner.invoke(app, ["info", "--db", db, "--json"]).stdout)["count"] == 0
+    assert not os.path.exists(db)
 
 
 def test_shards_split_one_job(tmp_path, photos):
