@@ -10,9 +10,14 @@ Three sources, one interface (:class:`Backbone`, an ``nn.Module`` mapping [B,3,H
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import socket
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -22,7 +27,7 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 from .defaults import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 from .errors import ExtractorError
-from .weights import PACKAGED, load_packaged, load_state_dict, sha256_of
+from .weights import PACKAGED, load_into, load_packaged, load_state_dict, sha256_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -127,11 +132,7 @@ def _seeded(build):
 
 
 def _load_file(model: nn.Module, path: str) -> str:
-    try:
-        model.load_state_dict(load_state_dict(path), strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise ExtractorError(f"{path}: weights do not fit this backbone: {first}") from None
+    load_into(model, load_state_dict(path), path)
     return f"file:sha256:{sha256_of(path)}"
 
 
@@ -140,10 +141,7 @@ def _timm_model(name: str, weights: str | None, *, packaged: bool):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise ExtractorError(f"unknown timm model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     if weights == DEFAULT_WEIGHTS and not packaged:
-        try:
-            model = timm.create_model(name, pretrained=True)
-        except Exception as e:
-            raise ExtractorError(f"could not get pretrained weights for timm/{name}: {e}") from None
+        model = _timm_pretrained(name)
         cfg = model.pretrained_cfg
         return model, f"timm:{cfg.get('hf_hub_id') or cfg.get('tag') or name}", cfg["mean"], cfg["std"], "timm"
     model = _seeded(lambda: timm.create_model(name, pretrained=False))
@@ -170,12 +168,57 @@ def _torchvision_model(name: str, weights: str | None):
             f"unknown weights {weights!r} for {name}; choose one of {', '.join(enum.__members__)}, a file path or None"
         )
     w = enum[key]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(w.url).path)
+    if not cached.exists():
+        _check_reachable(w.url, f"{w} for {name}", cached)
     try:
-        model = torchvision.models.get_model(name, weights=w)
-    except Exception as e:  # no network, bad cache file…
+        with contextlib.redirect_stdout(sys.stderr):  # torch.hub prints "Downloading: …" on stdout
+            model = torchvision.models.get_model(name, weights=w)
+    except Exception as e:  # a broken cache file, a download cut short…
         raise ExtractorError(f"could not get {w} for {name} (torchvision downloads it once): {e}") from None
     tf = w.transforms()
     return model, f"torchvision:{w}", tuple(tf.mean), tuple(tf.std), "torchvision"
+
+
+#: Seconds to wait for a weights server before saying the download cannot happen: one attempt, no retries (timm
+#: and huggingface_hub retry for about a minute on a machine without a network).
+PROBE_TIMEOUT = 5.0
+
+
+def _check_reachable(url: str, what: str, cache: Path | None) -> None:
+    """Refuse at once, with what to do instead, a download whose server cannot be reached."""
+    host = urlparse(url).hostname or url
+    try:
+        socket.create_connection((host, 443), timeout=PROBE_TIMEOUT).close()
+    except OSError as e:
+        where = f", or put it at {cache}" if cache is not None else ""
+        raise ExtractorError(
+            f"cannot download {what}: {host} is unreachable ({e.strerror or e}); fetch {url} where there is a "
+            f"network and pass it with --weights FILE{where}"
+        ) from None
+
+
+def _timm_pretrained(name: str) -> nn.Module:
+    """timm's pretrained model: from huggingface_hub's cache if it is there, else downloaded (after a quick check
+    that the server answers, so that an offline machine fails in a second, not after a minute of retries)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            found = try_to_load_from_cache(hub, filename)
+            if isinstance(found, str):
+                return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": found})
+        _check_reachable(f"https://huggingface.co/{hub}", f"pretrained weights for timm/{name}", None)
+    elif cfg is not None and cfg.url:
+        _check_reachable(cfg.url, f"pretrained weights for timm/{name}", None)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return timm.create_model(name, pretrained=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExtractorError(f"could not get pretrained weights for timm/{name}: {first}") from None
 
 
 def _is_file(weights: str) -> bool:

@@ -437,11 +437,29 @@ class Extractor:
             it.data = None
 
     def _embed_batch(self, items: list[_Loaded], post: bool) -> None:
-        """Embed decoded images of one shape, in place; their pixels are dropped once used."""
+        """Embed decoded images of one shape, in place; their pixels are dropped once used.
+
+        This is where every vector is made, so it is where they are checked: a vector with NaN or infinity, or
+        all zeros, would index "successfully" and then match nothing (or anything). Such an image fails with its
+        reason; if the first batch gives nothing usable at all, the model itself is broken and embedding stops.
+        """
         out = self._embed_pixels(torch.stack([it.pixels for it in items]), post)  # type: ignore[misc]
+        finite = np.isfinite(out).all(axis=1)
+        nonzero = np.abs(out).max(axis=1, initial=0.0) > 0
+        if self._embedded == 0 and not finite.any():
+            raise ExtractorError(
+                f"the model gives NaN or infinite features for every image (first: {items[0].source}): its weights "
+                f"({self.backbone.spec.weights_id}) are broken — load a good weights file"
+            )
         self._embedded += len(items)
-        for it, v in zip(items, out, strict=True):
-            it.vector, it.pixels = v, None
+        for it, v, ok, some in zip(items, out, finite, nonzero, strict=True):
+            it.pixels = None
+            if not ok:
+                it.error = "the model gave NaN or infinite features for this image (numeric overflow?)"
+            elif not some:
+                it.error = "the model gave an all-zero vector for this image (nothing to compare it by)"
+            else:
+                it.vector = v
 
     @torch.inference_mode()
     def _embed_pixels(self, pixels: torch.Tensor, post: bool = True) -> np.ndarray:

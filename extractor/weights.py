@@ -70,7 +70,11 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if name.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return load_file(name)
+        try:
+            return load_file(name)
+        except Exception as e:  # SafetensorError, or an OSError, for a truncated, empty or foreign file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExtractorError(f"{name}: not a readable .safetensors file ({first})") from None
     try:
         obj = torch.load(name, map_location="cpu", weights_only=True)
     except Exception as e:  # an unpickling error means code or foreign objects in the file
@@ -81,6 +85,26 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict):
         raise ExtractorError(f"{name}: not a state dict (got {type(obj).__name__})")
     return obj
+
+
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` exactly (every key, every shape), or say which key does not fit first."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = len(missing) + len(unexpected) + len(wrong)
+    if problems:
+        if wrong:
+            k = wrong[0]
+            first = f"{k!r} is {list(state[k].shape)} in the file, {list(own[k].shape)} in the model"
+        elif missing:
+            first = f"{missing[0]!r} is missing from the file"
+        else:
+            first = f"{unexpected[0]!r} is in the file but not in the model"
+        more = f" (and {problems - 1} more)" if problems > 1 else ""
+        raise ExtractorError(f"{source}: weights do not fit this backbone: {first}{more}")
+    model.load_state_dict(state, strict=True)
 
 
 def remap_lukemelas_to_timm(state: dict[str, torch.Tensor], block_index: list[tuple[int, int]]) -> dict:
@@ -105,6 +129,5 @@ def load_packaged(model: torch.nn.Module, arch: str) -> str:
     if not digest.startswith(expected):
         raise ExtractorError(f"{path}: checksum mismatch (sha256 {digest[:8]}…, name says {expected}); reinstall")
     block_index = [(s, i) for s, stage in enumerate(model.blocks) for i in range(len(stage))]
-    state = remap_lukemelas_to_timm(load_state_dict(path), block_index)
-    model.load_state_dict(state, strict=True)
+    load_into(model, remap_lukemelas_to_timm(load_state_dict(path), block_index), str(path))
     return f"{PACKAGED[arch][0].replace('_', '-')}/{path.name}"

@@ -28,7 +28,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from . import retune
+    from . import pending, retune
     from .config import fingerprint
     from .duplicates import DuplicateGroup
     from .errors import BackendError, ConfigMismatchError, IndexerError
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "retune":
-        return import_module(".retune", __name__)
+    if name in ("pending", "retune"):
+        return import_module(f".{name}", __name__)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -50,7 +50,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS, "retune"])
+    return sorted([*globals(), *_EXPORTS, "pending", "retune"])
 
 
 __all__ = [
@@ -68,5 +68,6 @@ __all__ = [
     "VectorIndex",
     "fingerprint",
     "path_id",
+    "pending",
     "retune",
 ]

@@ -55,6 +55,7 @@ EXIT_CODES = {
     EXIT_INTERRUPTED: "interrupted; what was done so far is kept — run the same command again to finish",
 }
 
+
 class _PlainHelp:
     """Help rows that read like Typer's documented examples: an option's value as its metavar (``--db PATH|URL``),
     nothing after a flag or an argument (Typer 0.29 would print their Python types: ``<bool>``, ``<list[Path]>``)."""

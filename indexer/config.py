@@ -50,7 +50,12 @@ def diff(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> li
             continue
         a, b = stored.get(key), wanted.get(key)
         name = f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
+        if key == "pooling" and isinstance(a, dict) and isinstance(b, dict):
+            if a.get("spec") != b.get("spec"):  # as people write it, not the stored steps
+                out.append(f"pooling: {a.get('spec')} → {b.get('spec')}")
+            elif a != b:
+                out.append(f"pooling: {a.get('spec')} (its fitted parameters differ)")
+        elif isinstance(a, dict) and isinstance(b, dict):
             out.extend(diff(a, b, prefix=f"{name}."))
         elif a != b:
             out.append(f"{name}: {_short(a)} → {_short(b)}")

@@ -23,7 +23,7 @@ from extractor.priors import lw_index
 from extractor.tuning import TuneProgress
 from pooling import from_dict as pooling_from_dict
 
-from . import dba, duplicates, filters, retune, sync
+from . import dba, duplicates, filters, pending, retune, sync
 from .config import FORMAT_VERSION, diff, fingerprint, same_recipe, with_provenance, without_states
 from .duplicates import DuplicateGroup
 from .errors import BackendError, ConfigMismatchError, IndexerError
@@ -87,7 +87,7 @@ class ImageIndex:
         self._known: dict[str, Embedded] = {}  # sampled images embedded while tuning, reused by the first sync
         self._config: dict[str, Any] | None = None
         self._fingerprint: str | None = None
-        self._pending: dict[str, Any] | None = None  # an interrupted `tune`
+        self._pending: dict[str, Any] | None = None  # an interrupted tune, dba or reroot (indexer.pending)
         self.vector_index = vector_index or VectorIndex()
         if self.store.exists():
             stored, stored_fp, self.vector_index = self.store.read_config()
@@ -96,7 +96,7 @@ class ImageIndex:
                     f"collection {collection!r} was written by a newer poolvec (format {stored['format']}); upgrade"
                 )
             self._config, self._fingerprint = stored, stored_fp or fingerprint(stored)
-            self._pending = retune.pending(self.store)
+            self._pending = pending.get(self.store)
             if extractor is not None and self._pending is None:
                 self._extractor = self._check(extractor)
             self.store.load()
@@ -253,12 +253,10 @@ class ImageIndex:
         files = [os.path.abspath(os.fspath(p)) for p in paths]
         return self._sync(files, [os.path.dirname(p) for p in files], progress, on_tune)
 
-    def _refuse_if_pending(self) -> None:
-        if self._pending is not None:
-            raise IndexerError(
-                f"an interrupted tune left {self.uri} (collection {self.collection!r}) half re-embedded: run "
-                "`poolvec tune` (or ImageIndex.tune()) again to finish it"
-            )
+    def _refuse_if_pending(self, unless: str | None = None) -> None:
+        """Refuse to use an index that an interrupted rewrite left half done (but the command that finishes it)."""
+        if self._pending is not None and self._pending["op"] != unless:
+            raise pending.refuse(self._pending, f"{self.uri} (collection {self.collection!r})")
 
     def _sync(
         self, files: list[str], roots: list[str], progress: Progress | None, on_tune: TuneProgress | None = None
@@ -289,6 +287,7 @@ class ImageIndex:
         """
         if self._config is None:
             raise IndexerError("the index is empty: add images before tuning it")
+        self._refuse_if_pending(unless="tune")
         state = self._pending
         resumed = state is not None
         if state is None:
@@ -328,12 +327,16 @@ class ImageIndex:
         neighbours; later additions are augmented the same way. Returns the rows rewritten."""
         if self._config is None:
             raise IndexerError("the index is empty: add images before applying DBA")
-        return dba.apply(self.store, self.vector_index, n, alpha, progress=progress)
+        self._refuse_if_pending(unless="dba")
+        rows = dba.apply(self.store, self.vector_index, n, alpha, progress=progress)
+        self._pending = None
+        return rows
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Delete the rows of these files (whether or not the files still exist); returns how many were indexed."""
         if self._config is None:
             return 0
+        self._refuse_if_pending()
         ids = [sync.path_id(os.path.abspath(os.fspath(p))) for p in paths]
         found = list(self.store.get(ids, fields=("path",)))
         self.store.delete(found)
@@ -343,7 +346,10 @@ class ImageIndex:
         """Point every entry under folder ``old`` to the same relative path under ``new`` (photos moved)."""
         if self._config is None:
             return 0
-        return sync.reroot(self.store, os.path.abspath(os.fspath(old)), os.path.abspath(os.fspath(new)))
+        self._refuse_if_pending(unless="reroot")
+        moved = sync.reroot(self.store, os.path.abspath(os.fspath(old)), os.path.abspath(os.fspath(new)))
+        self._pending = None
+        return moved
 
     # -- reading -------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -427,6 +433,7 @@ class ImageIndex:
         """
         if self._config is None:
             return []
+        self._refuse_if_pending()
         if threshold is None:
             threshold = self.default_threshold(normalize)
         low = -1.0 if normalize else 0.0
@@ -453,6 +460,8 @@ class ImageIndex:
                 v = np.asarray(q.detach().cpu() if isinstance(q, torch.Tensor) else q, dtype=np.float32)
                 if v.shape != (dim,):
                     raise IndexerError(f"query vector has {v.shape[0]} dimensions, the index has {dim}")
+                if not np.isfinite(v).all() or not np.abs(v).max() > 0:
+                    raise IndexerError("the query vector is all zeros or holds NaN/infinity: it matches nothing")
                 rows[i] = v
             elif isinstance(q, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)):
                 images.append((i, q))

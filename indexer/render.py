@@ -7,6 +7,7 @@ HTML, and an image that cannot be opened is drawn as a grey tile with its name, 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import os
@@ -17,12 +18,24 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from extractor import load_image
 
+from . import names
 from .duplicates import DuplicateGroup
 from .index import Hit
 
 THUMB = 160
 LABEL = 34
 PAD = 6
+#: DejaVu Sans, shipped with the package (indexer/data, licence beside it): Pillow's built-in fonts have no "ü"
+#: and its bitmap one no real spacing ("#1 0.917" came out as "#10.917").
+FONT_FILE = Path(__file__).resolve().parent / "data" / "DejaVuSans.ttf"
+
+
+@functools.cache
+def _font(size: int = 12) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.truetype(str(FONT_FILE), size)
+    except OSError:  # a trimmed install without the font: Pillow's own scalable font still spaces text right
+        return ImageFont.load_default(size=size)
 
 
 def thumbnail(path: str | os.PathLike[str], size: int = THUMB) -> Image.Image:
@@ -40,8 +53,8 @@ def _tile(path: str, caption: str, size: int, highlight: bool = False) -> Image.
     thumb = thumbnail(path, size)
     tile.paste(thumb, ((size - thumb.width) // 2, (size - thumb.height) // 2))
     draw = ImageDraw.Draw(tile)
-    font = ImageFont.load_default()
-    name = os.path.basename(path)
+    font = _font()
+    name = names.shown(os.path.basename(path))
     name = name if len(name) <= 24 else name[:11] + "…" + name[-11:]
     draw.text((3, size + 2), name, fill=(0, 0, 0), font=font)
     draw.text((3, size + 17), caption, fill=(0, 0, 160) if not highlight else (160, 0, 0), font=font)
@@ -51,15 +64,15 @@ def _tile(path: str, caption: str, size: int, highlight: bool = False) -> Image.
 
 
 def contact_sheet(
-    rows: Sequence[tuple[str, list[tuple[str, str]]]], out: str | os.PathLike[str], size: int = THUMB
+    rows: Sequence[tuple[str, str, list[tuple[str, str]]]], out: str | os.PathLike[str], size: int = THUMB
 ) -> Path:
-    """Draw one row per (lead image, [(image, caption), …]) and save as PNG/JPEG; returns the path."""
-    width = max(1 + len(items) for _, items in rows) if rows else 1
+    """Draw one row per (lead image, its caption, [(image, caption), …]) and save as PNG/JPEG; returns the path."""
+    width = max(1 + len(items) for _, _, items in rows) if rows else 1
     cell_w, cell_h = size + PAD, size + LABEL + PAD
     sheet = Image.new("RGB", (PAD + width * cell_w, PAD + max(1, len(rows)) * cell_h), (235, 235, 235))
-    for r, (lead, items) in enumerate(rows):
+    for r, (lead, label, items) in enumerate(rows):
         y = PAD + r * cell_h
-        sheet.paste(_tile(lead, "query", size, highlight=True), (PAD, y))
+        sheet.paste(_tile(lead, label, size, highlight=True), (PAD, y))
         for c, (path, caption) in enumerate(items, start=1):
             sheet.paste(_tile(path, caption, size), (PAD + c * cell_w, y))
     out = Path(out)
@@ -70,7 +83,7 @@ def contact_sheet(
 
 def search_sheet(results: Sequence[tuple[str, list[Hit]]], out: str | os.PathLike[str], size: int = THUMB) -> Path:
     """Contact sheet of search results: the query, then its hits with rank and score."""
-    rows = [(q, [(h.path, f"#{i} {h.score:.3f}") for i, h in enumerate(hits, 1)]) for q, hits in results]
+    rows = [(q, "query", [(h.path, f"#{i}  {h.score:.3f}") for i, h in enumerate(hits, 1)]) for q, hits in results]
     return contact_sheet(rows, out, size)
 
 
@@ -98,10 +111,11 @@ figcaption{{font-size:12px;word-break:break-all}} .score{{color:#0a3;font-weight
 def _figure(path: str, caption: str, size: int, lead: bool = False) -> str:
     cls = ' class="lead"' if lead else ""
     src = _data_uri(path, size)
+    link = Path(os.path.abspath(path)).as_uri()  # absolute: the page works wherever it is written
     return (
-        f'<figure{cls}><a href="{html.escape(Path(path).as_uri() if os.path.isabs(path) else path)}">'
-        f'<img src="{src}" alt="{html.escape(os.path.basename(path))}"></a>'
-        f"<figcaption>{caption}<br>{html.escape(path)}</figcaption></figure>"
+        f'<figure{cls}><a href="{html.escape(link)}">'
+        f'<img src="{src}" alt="{html.escape(names.shown(os.path.basename(path)))}"></a>'
+        f"<figcaption>{caption}<br>{html.escape(names.shown(path))}</figcaption></figure>"
     )
 
 
@@ -111,7 +125,9 @@ def search_html(results: Sequence[tuple[str, list[Hit]]], out: str | os.PathLike
     for query, hits in results:
         figs = [_figure(query, "<b>query</b>", size, lead=True)]
         figs += [_figure(h.path, f'#{i} <span class="score">{h.score:.4f}</span>', size) for i, h in enumerate(hits, 1)]
-        sections.append(f'<section><h2>{html.escape(query)}</h2><div class="row">{"".join(figs)}</div></section>')
+        sections.append(
+            f'<section><h2>{html.escape(names.shown(query))}</h2><div class="row">{"".join(figs)}</div></section>'
+        )
     return _write(out, _PAGE.format(title="poolvec search", size=size, body="\n".join(sections)))
 
 
@@ -127,8 +143,15 @@ def duplicates_html(groups: Sequence[DuplicateGroup], out: str | os.PathLike[str
 
 
 def duplicates_sheet(groups: Sequence[DuplicateGroup], out: str | os.PathLike[str], size: int = THUMB) -> Path:
-    """Contact sheet of duplicate groups, one row each."""
-    rows = [(g.paths[0], [(p, g.kind) for p in g.paths[1:]]) for g in groups]
+    """Contact sheet of duplicate groups, one row each (exact copies, then near ones with their lowest score)."""
+    rows = [
+        (
+            g.paths[0],
+            f"{n} · {g.kind}" if g.kind == "exact" else f"{n} · ≥ {g.score:.3f}",
+            [(p, g.kind) for p in g.paths[1:]],
+        )
+        for n, g in enumerate(groups, 1)
+    ]
     return contact_sheet(rows, out, size)
 
 

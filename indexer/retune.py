@@ -3,17 +3,16 @@
 Raw (pre-projection) vectors are not stored — a Milvus 2.3 collection holds one vector field — so every image
 is embedded again from its file: the cost of indexing the collection once more, plus the fit.
 
-The rewrite is resumable and never applied twice: the new config is written first, as the ``poolvec.pending``
-property, with the largest primary key rewritten so far; rows are rewritten in primary-key order, and the
-property is advanced after each batch. Re-embedding a row from its file is idempotent, so a batch repeated after
-a kill -9 gives the same vectors. While the property is there, the index refuses searches and additions (its
+The rewrite is resumable and never applied twice (:mod:`indexer.pending`): the new config is written first, in
+the pending marker, with the largest primary key rewritten so far; rows are rewritten in primary-key order, and
+the marker is advanced after each batch. Re-embedding a row from its file is idempotent, so a batch repeated
+after a kill -9 gives the same vectors. While the marker is there, the index refuses searches and additions (its
 rows are in two embeddings) and says how to finish: run ``tune`` again, which resumes. At the end the new config
-replaces the old one and the property goes, in that order.
+replaces the old one and the marker goes, in that order.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,9 +22,9 @@ import numpy as np
 
 from extractor import Extractor
 
+from . import pending as marker
 from .store import MilvusStore
 
-PROP_PENDING = "poolvec.pending"
 #: Rows re-embedded per batch (one property update each).
 BATCH = 64
 #: Row fields kept as they are when a row is re-embedded.
@@ -46,17 +45,9 @@ class TuneReport:
     tuning: dict[str, Any] | None = None
 
 
-def pending(store: MilvusStore) -> dict[str, Any] | None:
-    """The unfinished tune of this collection (``{"config", "fingerprint", "after"}``), or None."""
-    raw = store.properties().get(PROP_PENDING)
-    return json.loads(raw) if raw else None
-
-
 def start(store: MilvusStore, config: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     """Record the new config as pending, before any row changes."""
-    state = {"config": store.pack(config), "fingerprint": fingerprint, "after": -1}
-    store.set_property(PROP_PENDING, json.dumps(state))
-    return state
+    return marker.save(store, {"op": "tune", "config": store.pack(config), "fingerprint": fingerprint, "after": -1})
 
 
 def rewrite(
@@ -95,7 +86,7 @@ def rewrite(
         store.delete(gone)
         report.rewritten += len(fresh)
         state["after"] = chunk[-1]
-        store.set_property(PROP_PENDING, json.dumps(state))
+        marker.save(store, state)
         done += len(chunk)
         if progress is not None:
             progress(done, len(ids))
@@ -114,7 +105,7 @@ def finish(store: MilvusStore, state: dict[str, Any], dba_property: str) -> bool
     store.set_property(PROP_FINGERPRINT, state["fingerprint"])
     if had_dba:
         store.set_property(dba_property, "")
-    store.set_property(PROP_PENDING, "")
+    marker.clear(store)
     store.drop_blobs(keep=store.blob_digests(state["config"]))
     return had_dba
 
@@ -134,4 +125,4 @@ def _floats(v: Any) -> list[float]:
     return np.asarray(v, dtype=np.float32).tolist()
 
 
-__all__ = ["PROP_PENDING", "TuneReport", "finish", "pending", "rewrite", "start"]
+__all__ = ["TuneReport", "finish", "rewrite", "start"]

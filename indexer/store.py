@@ -31,6 +31,8 @@ BLOB_INLINE = 16_384
 #: Characters per blob row (Milvus's VARCHAR limit is 65 535).
 BLOB_CHUNK = 65_000
 BLOB_SUFFIX = "_poolvec_blobs"
+#: The side collection where a rewrite stages new vectors before any row changes (``dba``).
+STAGE_SUFFIX = "_poolvec_stage"
 #: Searches read at Session consistency (this process's own writes are visible): the collection's Strong level
 #: makes a Milvus 2.3 server wait for its next time tick, ~200 ms per search (1.6 ms at Session).
 SEARCH_CONSISTENCY = {"consistency_level": "Session"}
@@ -349,11 +351,76 @@ class MilvusStore:
             self._call(self.client.flush, self.collection)
 
     def drop(self) -> None:
-        """Drop the collection and everything in it (its blobs too)."""
+        """Drop the collection and everything in it (its blobs and staged vectors too)."""
         if self.exists():
             self._call(self.client.drop_collection, self.collection)
-        if self._call(self.client.has_collection, self.blob_collection):
-            self._call(self.client.drop_collection, self.blob_collection)
+        for side in (self.blob_collection, self.stage_collection):
+            if self._call(self.client.has_collection, side):
+                self._call(self.client.drop_collection, side)
+
+    # -- staged vectors --------------------------------------------------------------------------------------
+    @property
+    def stage_collection(self) -> str:
+        """Where a rewrite keeps the new vectors of every row until it writes them (:mod:`indexer.dba`)."""
+        return self.collection + STAGE_SUFFIX
+
+    def create_stage(self, dim: int) -> None:
+        """An empty stage for ``dim``-d vectors (an old one is dropped)."""
+        self.drop_stage()
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        params = self.client.prepare_index_params()
+        params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+        with _quiet("grpc._server"):
+            self._call(
+                self.client.create_collection,
+                self.stage_collection,
+                schema=schema,
+                index_params=params,
+                consistency_level="Strong",
+            )
+
+    def stage_put(self, vectors: dict[int, Any]) -> None:
+        """Stage new vectors by row id (writing one twice keeps the last)."""
+        rows = [{"id": int(i), "vector": [float(x) for x in v]} for i, v in vectors.items()]
+        for start in range(0, len(rows), 256):
+            self._call(self.client.upsert, self.stage_collection, rows[start : start + 256])
+
+    def stage_flush(self) -> None:
+        """Make the staged vectors durable before anything depends on them."""
+        with _quiet("grpc._server"):
+            self._call(self.client.flush, self.stage_collection)
+
+    def stage_get(self, ids: list[int]) -> dict[int, list[float]]:
+        """Staged vectors by row id."""
+        if not ids:
+            return {}
+        rows = self._call(self.client.get, self.stage_collection, ids=ids, output_fields=["vector"])
+        return {int(r["id"]): r["vector"] for r in rows}
+
+    def stage_ids(self) -> list[int]:
+        """Every staged row id, sorted."""
+        ids: list[int] = []
+        with _quiet("pymilvus.client.iterator.query_iterator"), _quiet("grpc._server"):
+            it = self._call(
+                self.client.query_iterator, self.stage_collection, batch_size=4096, filter="", output_fields=["id"]
+            )
+        try:
+            while rows := self._call(it.next):
+                ids.extend(int(r["id"]) for r in rows)
+        finally:
+            it.close()
+        return sorted(ids)
+
+    def has_stage(self) -> bool:
+        """Whether staged vectors exist."""
+        return bool(self._call(self.client.has_collection, self.stage_collection))
+
+    def drop_stage(self) -> None:
+        """Forget staged vectors."""
+        if self.has_stage():
+            self._call(self.client.drop_collection, self.stage_collection)
 
     def remove_if_empty(self) -> bool:
         """Delete a Milvus Lite database folder that holds no collection any more (after the last drop); the embedded

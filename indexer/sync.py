@@ -21,7 +21,7 @@ import numpy as np
 from extractor import Embedded, Extractor
 from extractor.images import file_sha256
 
-from . import names
+from . import names, pending
 from .errors import IndexerError
 from .filters import ancestors, quote, under
 from .store import MAX_PATH, MilvusStore
@@ -30,6 +30,8 @@ from .store import MAX_PATH, MilvusStore
 INSERT_BATCH = 64
 #: Rows between flushes: Milvus Lite holds unflushed rows in memory (and brute-forces them per search).
 FLUSH_EVERY = 4096
+#: Rows moved per batch by ``reroot``.
+REROOT_BATCH = 1000
 #: Files checked against the collection per round trip.
 LOOKUP_BATCH = 256
 
@@ -266,14 +268,23 @@ def prune(store: MilvusStore, root: str) -> int:
 
 
 def reroot(store: MilvusStore, old: str, new: str) -> int:
-    """Move every row under folder ``old`` to the same relative path under ``new``, keeping vectors."""
-    old, new = old.rstrip("/"), new.rstrip("/")
+    """Move every row under folder ``old`` to the same relative path under ``new``, keeping vectors.
+
+    Safe against kill -9 (:mod:`indexer.pending`): the move is recorded first; each batch upserts the moved rows,
+    then deletes the old ones, so a repeated batch finds those rows already moved (or both, and moves them again to
+    the same ids). The marker goes when no row is left under ``old``; a re-run of the same reroot finishes it.
+    """
+    old, new = old.rstrip("/") or "/", new.rstrip("/") or "/"
     if new == old or new.startswith(old + "/"):
-        raise IndexerError(f"cannot re-root {old} into itself ({new})")
+        raise IndexerError(f"cannot re-root {names.shown(old)} into itself ({names.shown(new)})")
+    state = pending.get(store)
+    if state is not None and (state["op"] != "reroot" or (state["old"], state["new"]) != (old, new)):
+        raise pending.refuse(state, f"collection {store.collection!r}")
     moved = 0
-    for rows in store.iterate(
-        under(old), fields=("path", "root", "size", "mtime_ns", "width", "height", "sha256", "vector")
-    ):
+    fields = ("path", "root", "size", "mtime_ns", "width", "height", "sha256", "vector")
+    for rows in store.iterate(under(old), fields=fields, batch_size=REROOT_BATCH):
+        if state is None:
+            state = pending.save(store, {"op": "reroot", "old": old, "new": new})
         fresh = []
         for r in rows:
             path = new + r["path"][len(old) :]
@@ -283,6 +294,8 @@ def reroot(store: MilvusStore, old: str, new: str) -> int:
         store.delete([int(r["id"]) for r in rows])
         moved += len(rows)
     store.flush()
+    if state is not None:
+        pending.clear(store)
     return moved
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from indexer import ImageIndex, IndexerError, retune
+from indexer import ImageIndex, IndexerError, pending, retune
 from indexer.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_tune_refits_on_the_whole_collection_and_re_embeds_every_row(indexed, ph
     for p, v in fresh(idx).items():
         np.testing.assert_allclose(after[p], v, atol=1e-5)
     again = ImageIndex(indexed, optimize=False)  # the new config is the stored one
-    assert again.config == idx.config and retune.pending(again.store) is None
+    assert again.config == idx.config and pending.get(again.store) is None
     assert again.search(str(photos / "coffee.jpg"), k=1)[0].path == str(photos / "coffee.jpg")
 
 
@@ -84,7 +84,7 @@ def test_an_interrupted_tune_blocks_searches_and_resumes(indexed, photos, monkey
     monkeypatch.setattr(idx.store, "upsert", upsert_then_stop)
     with pytest.raises(KeyboardInterrupt):
         idx.tune()
-    state = retune.pending(ImageIndex(indexed).store)
+    state = pending.get(ImageIndex(indexed).store)
     assert state is not None and state["after"] > 0
     with pytest.raises(IndexerError, match=r"interrupted tune.*poolvec tune"):
         ImageIndex(indexed).search(str(photos / "coffee.jpg"))
@@ -113,13 +113,13 @@ BUILD = textwrap.dedent(
 CHILD = textwrap.dedent(
     """
     import sys
-    from indexer import ImageIndex, retune
+    from indexer import ImageIndex, pending, retune
     retune.BATCH = 2
     idx = ImageIndex(sys.argv[1], optimize=False)
     real = idx.store.set_property
     def announce(key, value):
         real(key, value)
-        if key == retune.PROP_PENDING:
+        if key == pending.PROP_PENDING:
             print("marker", flush=True)
     idx.store.set_property = announce
     idx.tune()
