@@ -187,9 +187,10 @@ PROBE_TIMEOUT = 5.0
 
 def _check_reachable(url: str, what: str, cache: Path | None) -> None:
     """Refuse at once, with what to do instead, a download whose server cannot be reached."""
-    host = urlparse(url).hostname or url
+    parts = urlparse(url)
+    host = parts.hostname or url
     try:
-        socket.create_connection((host, 443), timeout=PROBE_TIMEOUT).close()
+        socket.create_connection((host, parts.port or 443), timeout=PROBE_TIMEOUT).close()
     except OSError as e:
         where = f", or put it at {cache}" if cache is not None else ""
         raise ExtractorError(
@@ -204,13 +205,13 @@ def _timm_pretrained(name: str) -> nn.Module:
     cfg = timm.models.get_pretrained_cfg(name)
     hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if hub:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import constants, try_to_load_from_cache
 
         for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
             found = try_to_load_from_cache(hub, filename)
             if isinstance(found, str):
                 return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": found})
-        _check_reachable(f"https://huggingface.co/{hub}", f"pretrained weights for timm/{name}", None)
+        _check_reachable(f"{constants.ENDPOINT}/{hub}", f"pretrained weights for timm/{name}", None)
     elif cfg is not None and cfg.url:
         _check_reachable(cfg.url, f"pretrained weights for timm/{name}", None)
     try:

@@ -8,6 +8,7 @@ image will be shrunk anyway (``Image.draft``: 2–4× less decode time on large 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import stat
@@ -18,10 +19,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
-#: Extensions indexed by default (lower case); Pillow decodes all of them without extra packages.
+#: Extensions indexed by default (lower case): the raster formats Pillow's wheels decode (JPEG and its MPO/JFIF
+#: variants, PNG/APNG, WebP, AVIF, GIF, TIFF, BMP, JPEG 2000, the Netpbm family, ICO/ICNS, TGA, QOI), plus HEIC/HEIF,
+#: which need the pillow-heif plugin (``pip install "poolvec[heif]"``; without it such files are skipped with that
+#: reason). The extension only chooses which files are looked at: the content decides how a file is decoded, so a PNG
+#: named ``.jpg`` is read as the PNG it is, and a text file named ``.jpg`` is skipped as "not a recognised image".
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".apng", ".webp", ".avif", ".gif", ".bmp", ".dib"}
+    | {".tif", ".tiff", ".jp2", ".j2k", ".jpf", ".jpx", ".pbm", ".pgm", ".ppm", ".pnm", ".pfm"}
+    | {".ico", ".icns", ".tga", ".qoi", ".heic", ".heif"}
 )
+#: Extensions whose decoder is a plugin, and the package that brings it.
+PLUGINS = {".heic": "pillow-heif", ".heif": "pillow-heif"}
 
 #: Pillow's own decompression-bomb threshold (about 89.5 megapixels), used as our default limit.
 DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
@@ -110,6 +119,7 @@ def load_image(
     larger files before reading them. Only regular files are opened (a FIFO would block forever).
     """
     name = os.fspath(path)
+    _register_plugins()
     try:
         st = os.stat(name)
         if not stat.S_ISREG(st.st_mode):
@@ -137,11 +147,25 @@ def load_image(
     except PermissionError:
         raise ImageError(name, "permission denied") from None
     except UnidentifiedImageError:
+        plugin = PLUGINS.get(os.path.splitext(name)[1].lower())
+        if plugin is not None and not _register_plugins():
+            raise ImageError(name, f"this format needs the {plugin} plugin: pip install 'poolvec[heif]'") from None
         raise ImageError(name, "not a recognised image format") from None
     except Image.DecompressionBombError as e:
         raise ImageError(name, f"too many pixels (Pillow's decompression-bomb guard: {e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(name, f"cannot decode: {e}") from None
+
+
+@functools.cache
+def _register_plugins() -> bool:
+    """Let Pillow open HEIC/HEIF when pillow-heif is installed (once); returns whether it is."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -56,6 +56,12 @@ EXIT_CODES = {
 }
 
 
+#: The end of ``poolvec --help``: README's exit-code table.
+EPILOG = "Exit codes:\n" + "\n".join(
+    f"  {code:>3}  {text.split(' (')[0].split(';')[0]}" for code, text in EXIT_CODES.items()
+)
+
+
 class _PlainHelp:
     """Help rows that read like Typer's documented examples: an option's value as its metavar (``--db PATH|URL``),
     nothing after a flag or an argument (Typer 0.29 would print their Python types: ``<bool>``, ``<list[Path]>``)."""
@@ -84,8 +90,7 @@ app = typer.Typer(
     name="poolvec",
     cls=_Group,
     help="Index folders of images into Milvus with CNN feature pooling, and search them by image.",
-    epilog="Exit codes: "
-    + " · ".join(f"{code} {text.split(' (')[0].split(';')[0]}" for code, text in EXIT_CODES.items()),
+    epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -428,6 +433,7 @@ def index(
     """
 
     def body() -> int:
+        lite.check_available(db)  # first: a held database is said in milliseconds, before any model loads
         part = _shard(shard)
         missing = [f for f in folders if not os.path.lexists(f)]
         if missing:

@@ -52,14 +52,24 @@ def diff(stored: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> li
         name = f"{prefix}{key}"
         if key == "pooling" and isinstance(a, dict) and isinstance(b, dict):
             if a.get("spec") != b.get("spec"):  # as people write it, not the stored steps
-                out.append(f"pooling: {a.get('spec')} → {b.get('spec')}")
+                out.append(f"pooling: {_spec(a)} → {_spec(b)}")
             elif a != b:
-                out.append(f"pooling: {a.get('spec')} (its fitted parameters differ)")
+                out.append(f"pooling: {_spec(a)} (its fitted parameters differ)")
         elif isinstance(a, dict) and isinstance(b, dict):
             out.extend(diff(a, b, prefix=f"{name}."))
         elif a != b:
             out.append(f"{name}: {_short(a)} → {_short(b)}")
     return out
+
+
+def _spec(pooling: dict[str, Any]) -> str:
+    """A stored pooling spec as people write it (defaults left out)."""
+    from pooling.spec import PoolingError, short
+
+    try:
+        return short(str(pooling.get("spec")))
+    except PoolingError:
+        return str(pooling.get("spec"))
 
 
 def _short(value: Any, limit: int = 60) -> str:

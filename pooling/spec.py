@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any
 
-__all__ = ["METHODS", "MethodInfo", "Param", "PoolingError", "format_step", "methods", "out_dim", "parse"]
+__all__ = ["METHODS", "MethodInfo", "Param", "PoolingError", "format_step", "methods", "out_dim", "parse", "short"]
 
 
 class PoolingError(ValueError):
@@ -529,3 +529,19 @@ def out_dim(spec: str, channels: int) -> int:
     for name, params in parse(spec):
         d = int(METHODS[name].dim_fn(d, params))
     return d
+
+
+def short(spec: str) -> str:
+    """A spec as people write it: parameters at their defaults left out, numbers without trailing zeros
+    (``gem(p=3.0, eps=1e-06) | l2 | lw(dim=none, shrink=0.2) | l2`` → ``gem(p=3) | l2 | lw | l2``)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return format_value(v)
+
+    steps = []
+    for name, params in parse(spec):
+        given = [f"{p.name}={value(params[p.name])}" for p in METHODS[name].params if params[p.name] != p.default]
+        steps.append(f"{name}({', '.join(given)})" if given else name)
+    return " | ".join(steps)

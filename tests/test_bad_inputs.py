@@ -69,7 +69,7 @@ def build_corpus(folder) -> dict[str, str]:
     expected["loop_a.jpg"] = expected["loop_b.jpg"] = "symbolic links"
     os.mkfifo(folder / "fifo.jpg")  # reading it would block forever (root can read anything else)
     expected["fifo.jpg"] = "not a regular file"
-    for raw in (b"caf\xe9.jpg", b"new\nline.jpg", b"tab\there.jpg", b'quote"s [and] \'more\'.jpg', b"\x1b[31mred.jpg"):
+    for raw in (b"caf\xe9.jpg", b"new\nline.jpg", b"tab\there.jpg", b"quote\"s [and] 'more'.jpg", b"\x1b[31mred.jpg"):
         photo.save(os.path.join(os.fsencode(folder), raw), "JPEG")  # odd names are data: indexed like any other
         expected[os.fsdecode(raw)] = EMBEDDED
     return expected
