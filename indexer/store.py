@@ -400,7 +400,8 @@ class MilvusStore:
         return {int(r["id"]): r["vector"] for r in rows}
 
     def stage_ids(self) -> list[int]:
-        """Every staged row id, sorted."""
+        """Every staged row id, sorted (loading the stage: after a restart it is released)."""
+        self._call(self.client.load_collection, self.stage_collection)
         ids: list[int] = []
         with _quiet("pymilvus.client.iterator.query_iterator"), _quiet("grpc._server"):
             it = self._call(

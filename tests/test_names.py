@@ -24,7 +24,7 @@ HOSTILE = [
     b"caf\xe9.jpg",
     b"new\nline.jpg",
     b"tab\there.jpg",
-    b"quote\"s 'and' [bold]red[/bold].jpg",
+    b"quote\"s 'and' [bold]red[reset].jpg",
     b"\x1b[31mred.jpg",
     "private \U000f0041 use.jpg".encode(),
 ]
@@ -90,8 +90,9 @@ def test_hostile_names_round_trip_through_the_cli(tmp_path, hostile):
         got = {base64.b64decode(h["path_bytes"]) if "path_bytes" in h else h["path"].encode() for h in hits}
         assert os.fsencode(path) in got
     # the table shows them escaped, brackets and all, one line per hit
-    res = runner.invoke(app, ["search", str(made[os.fsdecode(os.path.join(os.fsencode(top), HOSTILE[3]))]), "--db", db])
-    assert "[bold]red[/bold].jpg" in res.stdout and "\x1b" not in res.stdout
+    query = made[os.fsdecode(os.path.join(os.fsencode(top), HOSTILE[3]))]
+    res = runner.invoke(app, ["search", str(query), "--db", db], env={"COLUMNS": "400"})
+    assert "[bold]red[reset].jpg" in res.stdout and "\x1b" not in res.stdout
 
     # a folder whose name holds a newline and a non-UTF-8 byte can be filtered on
     inner_src = made[os.fsdecode(os.path.join(os.fsencode(sub), b"inner \xfe.jpg"))]

@@ -53,8 +53,8 @@ def test_tour_commands_all_run(quick_start):
         assert res.returncode == 0, f"{line}\n{res.stdout}\n{res.stderr}"
     assert (quick_start / "hits.png").stat().st_size > 10_000
     assert "<figure" in (quick_start / "hits.html").read_text()
-    assert (quick_start / "vectors.txt").read_text().count("\n") == 11
-    assert (quick_start / "failed.tsv").read_text() == ""
+    assert (quick_start / "vectors.jsonl").read_text().count("\n") == 11
+    assert (quick_start / "failed.jsonl").read_text() == ""
 
 
 def test_python_block_runs(quick_start):

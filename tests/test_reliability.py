@@ -82,8 +82,6 @@ def test_weights_that_give_nan_are_refused_before_anything_is_stored(tmp_path, p
     assert res.exit_code == 2 and "broken" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     index = ImageIndex(str(db))
     assert len(index) == 0  # nothing indexed "successfully"
-    with pytest.raises(IndexerError, match="all zeros or holds NaN"):
-        ImageIndex(str(tmp_path / "q.db"), tuning=False).search(np.full(1280, np.nan, np.float32))
 
 
 def test_a_zero_query_vector_is_refused(tmp_path, photos):
