@@ -34,6 +34,7 @@ from extractor.defaults import (
 )
 
 from . import lite, names
+from . import results as results_json
 from .errors import BackendError, IndexerError
 from .lite import DEFAULT_COLLECTION, DEFAULT_URI
 from .options import EmbeddingOptions
@@ -41,7 +42,7 @@ from .options import EmbeddingOptions
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from .index import Hit, ImageIndex
+    from .index import ImageIndex
     from .sync import IndexReport
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_BACKEND, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -526,13 +527,6 @@ def _print_report(report: IndexReport, idx: ImageIndex) -> None:
     _skipped(report.failed)
 
 
-def _hit_json(rank: int, h: Hit) -> dict[str, Any]:
-    meta = dict(h.meta)
-    root = meta.pop("root", None)
-    extra = names.json_fields(root, "root") if isinstance(root, str) else {}
-    return {"rank": rank, **names.json_fields(h.path), "score": h.score, "id": h.id, **extra, **meta}
-
-
 @app.command(cls=_Command)
 @embedding_options(*_RUNTIME_FIELDS)
 def search(
@@ -579,10 +573,7 @@ def search(
 
             render.search_html(pairs, html)
         if as_json:
-            payload = [
-                {**names.json_fields(q, "query"), "hits": [_hit_json(r, h) for r, h in enumerate(hits, 1)]}
-                for q, hits in pairs
-            ]
+            payload = [results_json.query_json(q, hits) for q, hits in pairs]
             sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
             return EXIT_OK
         for q, hits in pairs:
@@ -642,12 +633,7 @@ def dups(
 
             render.duplicates_html(groups, html)
         if as_json:
-            payload = []
-            for g in groups:
-                item: dict[str, Any] = {"kind": g.kind, "score": g.score, "paths": [names.shown(p) for p in g.paths]}
-                if any(not names.is_text(p) for p in g.paths):
-                    item["paths_bytes"] = [names.json_fields(p).get("path_bytes") for p in g.paths]
-                payload.append(item)
+            payload = [results_json.group_json(g) for g in groups]
             sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
             return EXIT_OK
         if not groups:
