@@ -1003,6 +1003,62 @@ def eval_command(
     _run(body)
 
 
+@app.command("serve", cls=_Command)
+@embedding_options(*_RUNTIME_FIELDS)
+def serve_command(
+    db: DbOpt = DEFAULT_URI,
+    collection: CollOpt = DEFAULT_COLLECTION,
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on; anything but loopback is reachable by others.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", min=0, max=65535, help="Port (0: any free one).")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="POOLVEC_SERVE_TOKEN",
+            metavar="TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on the API (the page asks for it once).",
+        ),
+    ] = None,
+    milvus_token: Annotated[
+        str | None,
+        typer.Option("--milvus-token", envvar="POOLVEC_TOKEN", metavar="TOKEN", help="Milvus server token."),
+    ] = None,
+    max_upload_mb: Annotated[
+        int, typer.Option(metavar="MB", min=1, help="Largest image accepted for a search, in MiB.")
+    ] = 32,
+    *,
+    embedding: EmbeddingOptions,
+) -> None:
+    """Serve the index over HTTP: a web page to search by image and review duplicates, and a JSON API (/docs).
+
+    Binds 127.0.0.1:8765 by default and prints the page's URL; Ctrl+C stops it. No file is changed.
+    """
+
+    def body() -> int:
+        try:
+            from .serve import ServeSettings, run
+        except ImportError as e:
+            raise IndexerError(f"`poolvec serve` needs {e.name}: pip install 'poolvec[serve]'") from None
+        runtime = embedding.runtime()
+        if runtime["optimize"] == "auto":
+            runtime["optimize"] = True  # a server traces the model once at start, not after 64 queries
+        idx = _existing(db, collection, milvus_token, **runtime)
+        settings = ServeSettings(token=token, max_upload_bytes=max_upload_mb << 20)
+        run(
+            idx,
+            host,
+            port,
+            settings,
+            say=lambda t: out.print(escape(t)),
+            warn=lambda t: err.print(f"[yellow]warning:[/] {escape(t)}"),
+        )
+        return EXIT_OK
+
+    _run(body)
+
+
 def main() -> None:
     """The console script."""
     app(prog_name="poolvec")
