@@ -514,6 +514,12 @@ def test_page_in_chromium(served, query_dir, tmp_path):
             page.screenshot(path=str(shot), full_page=True)
             _keep(shot)
 
+            page.eval_on_selector("#threshold", "s => { s.value = '0.9'; s.dispatchEvent(new Event('change')); }")
+            until("document.querySelector('#dups-summary').textContent.includes('≥ 0.90')")
+            assert page.eval_on_selector_all("#groups .group", "gs => gs.map(g => g.className)") == ["group exact"] * 2
+            page.eval_on_selector("#threshold", "s => { s.value = '0.15'; s.dispatchEvent(new Event('change')); }")
+            until("document.querySelectorAll('#groups .group').length === 4")
+
             with page.expect_download() as download:
                 page.click("#export-csv")
             rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
@@ -532,6 +538,19 @@ def test_page_in_chromium(served, query_dir, tmp_path):
                 )
             )
             assert info["images"] == "14" and info["pooling"].startswith("gem(p=3")
+
+            fresh = context.new_page()  # a new tab keeps no token: the page asks for it
+            fresh.on("pageerror", lambda e: problems.append(str(e)))
+            fresh.goto(served.url + "/")
+            fresh.wait_for_selector("#token-dialog[open]")
+            fresh.fill("#token-input", TOKEN)
+            fresh.click("#token-form button")
+            fresh.wait_for_selector("#token-dialog", state="hidden")
+            deadline = time.monotonic() + 60
+            while not fresh.text_content("#summary").startswith("14 images"):
+                assert time.monotonic() < deadline, fresh.text_content("#status")
+                fresh.wait_for_timeout(100)
+            fresh.close()
 
             page.goto(served.url + "/docs")  # the OpenAPI page, with no network beyond this server
             page.locator(".opblock-summary-path", has_text="/api/search").first.wait_for()

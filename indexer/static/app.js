@@ -274,7 +274,7 @@ function sliderRange(normalized) {
   const slider = $("threshold");
   if (normalized) {
     slider.min = "0";
-    slider.max = "0.6";
+    slider.max = "1";
   } else {
     slider.min = "0.3";
     slider.max = "1";
