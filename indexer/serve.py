@@ -419,6 +419,7 @@ class _Guard:
     def __init__(self, app: Any, settings: ServeSettings) -> None:
         self.app = app
         self.allowed = None if settings.allowed_hosts is None else {h.lower() for h in settings.allowed_hosts}
+        self.images = settings.max_upload_bytes
         self.limit = settings.max_upload_bytes + MULTIPART_SLACK
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -431,7 +432,7 @@ class _Guard:
             return
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await _reply(send, 413, f"request too large ({length} bytes; uploads up to {self.limit} bytes)")
+            await _reply(send, 413, f"request too large ({length} bytes; images up to {self.images} bytes)")
             return
         received = 0
 
@@ -440,7 +441,7 @@ class _Guard:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:
-                raise HTTPException(413, f"request too large (uploads up to {self.limit} bytes)")
+                raise HTTPException(413, f"request too large (images up to {self.images} bytes)")
             return message
 
         path = scope.get("path", "")

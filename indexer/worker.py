@@ -188,14 +188,14 @@ class IndexWorker:
                 self.stats.largest_pass = max(self.stats.largest_pass, len(files))
             try:
                 items = list(self.index.extractor.embed_iter([q.source for _, q in files]))
-            except Exception as e:
-                items = None
+            except Exception as e:  # the embedder itself failed: every query of the pass fails with it
                 failed.update((i, e) for i, _ in files)
-            for (i, q), item in zip(files, items or [], strict=True):
-                if item.error is not None:
-                    failed[i] = JobError(_image_error_status(item.error), item.error)
-                else:
-                    vectors[i], names[i] = item.vector, q.source  # type: ignore[assignment]
+            else:
+                for (i, q), item in zip(files, items, strict=True):
+                    if item.error is not None:
+                        failed[i] = JobError(_image_error_status(item.error), item.error)
+                    else:
+                        vectors[i], names[i] = item.vector, q.source  # type: ignore[assignment]
         stored = [(i, q) for i, q in jobs if q.image_id is not None]
         if stored:
             try:

@@ -167,6 +167,17 @@ def test_bad_uploads_get_a_4xx_with_one_line(served, tmp_path):
         res = served.upload(**kwargs)
         assert res.status_code == status, (kwargs["name"], res.status_code, res.text)
         assert text in _detail(res), (kwargs["name"], res.text)
+    multipart = {**AUTH, "content-type": "multipart/form-data; boundary=b"}
+    declared = httpx.post(served.url + "/api/search", content=b"x" * (MAX_UPLOAD + (1 << 20)), headers=multipart)
+    assert declared.status_code == 413 and "request too large" in _detail(declared)  # refused before reading
+
+    def chunks():  # no Content-Length: counted while it arrives
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'
+        yield from (b"\xff" * (1 << 16) for _ in range(MAX_UPLOAD >> 15))
+        yield b"\r\n--b--\r\n"
+
+    streamed = httpx.post(served.url + "/api/search", content=chunks(), headers=multipart)
+    assert streamed.status_code == 413 and "request too large" in _detail(streamed)
     missing = httpx.post(served.url + "/api/search", data={"other": "x"}, headers=AUTH)
     assert missing.status_code == 422 and _detail(missing) == "image: Field required"
     assert served.upload(served.folder / "china.jpg").status_code == 200  # the server goes on

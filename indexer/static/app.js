@@ -233,6 +233,8 @@ async function runSearch(path, options = {}) {
     renderHits(result);
     setStatus(`${result.hits.length} hits in ${ms} ms`);
   } catch (error) {
+    releaseUrls("search");
+    $("hits").replaceChildren(); // the hits of an earlier query would pass for this one's
     setStatus(error.message, true);
   }
 }
