@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -273,7 +274,7 @@ def create_app(index: ImageIndex, settings: ServeSettings | None = None) -> Fast
         responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified"}, **errors},
     )
     async def thumbnail(
-        image_id: int,
+        image_id: Annotated[int, PathParam(ge=0, lt=1 << 63, description="Id of an indexed image (a hit's `id`).")],
         request: Request,
         size: Annotated[int, Query(description=f"Longest side: one of {', '.join(map(str, thumbs.SIZES))}.")] = 256,
     ) -> Response:

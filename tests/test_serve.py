@@ -208,6 +208,7 @@ def test_thumbnails_by_id_only_from_indexed_files(served):
     assert served.app.state.thumbnails.made == made  # made once, then from the cache
     assert served.get(f"/api/images/{hit['id']}/thumbnail", params={"size": 300}).status_code == 422
     assert served.get("/api/images/12345/thumbnail").status_code == 404
+    assert served.get(f"/api/images/{1 << 64}/thumbnail").status_code == 422
     for probe in ("/api/images/..%2F..%2Fetc%2Fpasswd/thumbnail", "/api/images/%2Fetc%2Fpasswd/thumbnail"):
         assert served.get(probe).status_code in (404, 422)
     moved = served.folder / "retina.jpg"
