@@ -22,6 +22,14 @@ def hit_json(rank: int, hit: Hit) -> dict[str, Any]:
     return {"rank": rank, **names.json_fields(hit.path), "score": hit.score, "id": hit.id, **extra, **meta}
 
 
+def row_json(image_id: int, row: dict[str, Any]) -> dict[str, Any]:
+    """A stored image's metadata, keyed as in a hit: ``{"id", "path", "root", "size", …}`` (names as in a hit)."""
+    meta = {k: v for k, v in row.items() if k not in ("id", "path", "root", "vector", "dirs")}
+    root = row.get("root")
+    extra = names.json_fields(root, "root") if isinstance(root, str) else {}
+    return {"id": image_id, **names.json_fields(row["path"]), **extra, **meta}
+
+
 def query_json(query: str, hits: Sequence[Hit]) -> dict[str, Any]:
     """The results of one query: ``{"query": NAME, "hits": [hit, …]}``, best first, ranks from 1."""
     return {**names.json_fields(query, "query"), "hits": [hit_json(rank, h) for rank, h in enumerate(hits, 1)]}

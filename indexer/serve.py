@@ -39,11 +39,11 @@ from pydantic import BaseModel
 
 from extractor.errors import ExtractorError, ImageError
 
-from . import thumbs
+from . import names, thumbs
 from .config import without_states
 from .errors import BackendError, IndexerError
 from .index import ImageIndex
-from .results import group_json, query_json
+from .results import group_json, query_json, row_json
 from .store import META_FIELDS
 from .worker import IndexWorker, JobError
 from .worker import Query as SearchQuery
@@ -288,7 +288,7 @@ def create_app(index: ImageIndex, settings: ServeSettings | None = None) -> Fast
             thumb = await run_in_threadpool(cache.get, image_id, row["path"], size)
         except ImageError as e:
             status = 404 if e.reason.startswith("file not found") else 422
-            raise HTTPException(status, f"{row['path']}: {e.reason}") from None
+            raise HTTPException(status, f"{names.shown(row['path'])}: {e.reason}") from None
         headers = {"ETag": thumb.etag, "Cache-Control": "private, max-age=3600"}
         if request.headers.get("if-none-match") == thumb.etag:
             return Response(status_code=304, headers=headers)
@@ -321,8 +321,7 @@ def _duplicates(
             {
                 **group_json(g),
                 "members": [
-                    {"id": i, **{f: rows[i][f] for f in META_FIELDS}}
-                    for i in sorted((i for i in g.ids if i in rows), key=lambda i: rows[i]["path"])
+                    row_json(i, rows[i]) for i in sorted((i for i in g.ids if i in rows), key=lambda i: rows[i]["path"])
                 ],
             }
             for g in groups

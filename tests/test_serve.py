@@ -9,6 +9,7 @@ near-duplicate).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import csv
 import io
@@ -310,7 +311,7 @@ def test_queries_waiting_together_share_one_embedding_pass(served, query_dir):
 
 def test_serve_refuses_an_empty_index_and_a_taken_port(tmp_path):
     empty = CliRunner().invoke(cli, ["serve", "--db", str(tmp_path / "empty.db")])
-    assert empty.exit_code == 2 and "is empty" in empty.stderr and len(empty.stderr.strip().splitlines()) == 1
+    assert empty.exit_code == 2 and "no index at" in empty.stderr and len(empty.stderr.strip().splitlines()) == 1
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -332,18 +333,28 @@ def test_serve_on_each_backend(db, photos, query_dir, extractor):
     for extra in photos.iterdir():
         if extra.stem not in ("chelsea", "coffee", "rocket", "astronaut"):
             extra.unlink()
+    odd = os.fsencode(photos) + b"/caf\xe9 \x1b.jpg"  # not UTF-8, with a control character: stored losslessly
+    shutil.copyfile(photos / "coffee.jpg", odd)
     index = ImageIndex(db, extractor=extractor, tuning=False)
     index.add_folder(photos)
     with live(create_app(index)) as url:
         files = {"image": ("q.jpg", (query_dir / "rocket_edit.jpg").read_bytes())}
         hits = httpx.post(url + "/api/search", files=files, params={"k": 4}, timeout=60).json()["hits"]
         assert Path(hits[0]["path"]) == photos / "rocket.jpg" and len(hits) == 4
-        by_id = httpx.get(url + "/api/search", params={"id": hits[1]["id"], "k": 1}, timeout=60).json()
-        assert by_id["hits"][0]["id"] == hits[1]["id"]
+        by_id = httpx.get(url + "/api/search", params={"id": hits[0]["id"], "k": 1}, timeout=60).json()
+        assert by_id["hits"][0]["id"] == hits[0]["id"]
         thumb = httpx.get(url + f"/api/images/{hits[0]['id']}/thumbnail", params={"size": 128}, timeout=60)
         assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).size[0] == 128
-        assert httpx.get(url + "/api/info", timeout=60).json()["count"] == 4
-        assert httpx.get(url + "/api/dups", timeout=60).status_code == 200
+        assert httpx.get(url + "/api/info", timeout=60).json()["count"] == 5
+        files = {"image": ("q.jpg", (query_dir / "coffee_edit.jpg").read_bytes())}
+        coffee = httpx.post(url + "/api/search", files=files, params={"k": 2}, timeout=60).json()["hits"]
+        (named,) = [h for h in coffee if "path_bytes" in h]
+        assert base64.b64decode(named["path_bytes"]) == odd and named["path"].endswith("caf\\xe9 \\x1b.jpg")
+        assert httpx.get(url + f"/api/images/{named['id']}/thumbnail", timeout=60).status_code == 200
+        dups = httpx.get(url + "/api/dups", timeout=60).json()["groups"]
+        exact = next(g for g in dups if g["kind"] == "exact")
+        assert odd in [base64.b64decode(b) for b in exact["paths_bytes"] if b]
+        assert any("path_bytes" in m for m in exact["members"])
 
 
 # -- the command -----------------------------------------------------------------------------------------------
@@ -426,8 +437,6 @@ def _browser():
 
 
 def test_page_in_chromium(served, query_dir, tmp_path):
-    import base64
-
     sync_playwright = _browser()
     requests: list[str] = []
     problems: list[str] = []
