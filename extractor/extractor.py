@@ -32,7 +32,7 @@ from .backbones import Backbone, build_backbone
 from .batching import batched_in_order
 from .defaults import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_POOLING, DEFAULT_WEIGHTS
 from .errors import ExtractorError, ImageError
-from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image, to_rgb
+from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, full_size, load_image, to_rgb
 from .jpeg import decode_resize, is_jpeg_path, read_jpeg
 from .preprocess import InputPolicy, normalize, resize, to_tensor
 from .tuning import Pairs, TuneProgress, Tuning, collect_pairs
@@ -394,15 +394,18 @@ class Extractor:
                 img = load_image(
                     item, target=self.policy.target_size, max_pixels=self.max_pixels, max_bytes=self.max_bytes
                 )
+                width, height = full_size(img)  # a large JPEG is decoded smaller than it is
             elif isinstance(item, Image.Image):
                 img = to_rgb(item)
+                width, height = img.size
             elif isinstance(item, np.ndarray):
                 img = Image.fromarray(_as_hwc_uint8(item))
+                width, height = img.size
             elif isinstance(item, torch.Tensor):
                 img = Image.fromarray(_as_hwc_uint8(item.detach().cpu().numpy(), chw=True))
+                width, height = img.size
             else:
                 return _Loaded(source, None, f"unsupported input type {type(item).__name__}")
-            width, height = img.size
             return _Loaded(source, resize(to_tensor(img), self.policy), None, width, height)
         except ImageError as e:
             return _Loaded(source, None, e.reason)

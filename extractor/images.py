@@ -34,6 +34,9 @@ PLUGINS = {".heic": "pillow-heif", ".heif": "pillow-heif"}
 
 #: Pillow's own decompression-bomb threshold (about 89.5 megapixels), used as our default limit.
 DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
+#: ``Image.info`` key where :func:`load_image` records the image's full upright (width, height): a JPEG decoded at a
+#: reduced DCT scale is smaller than the picture it holds.
+FULL_SIZE = "poolvec.full_size"
 #: Files larger than this are skipped unread (no photo format needs more; a 100 MP 16-bit TIFF is 600 MB).
 DEFAULT_MAX_BYTES: int = 1024 * 1024 * 1024
 
@@ -136,7 +139,10 @@ def load_image(
                 if tw < w and th < h:
                     img.draft("RGB", (tw, th))
             img.load()
-            return to_rgb(ImageOps.exif_transpose(img))
+            decoded = img.size
+            out = to_rgb(ImageOps.exif_transpose(img))
+            out.info[FULL_SIZE] = (h, w) if out.size != decoded else (w, h)  # turned upright: sides swapped
+            return out
     except ImageError:
         raise
     except FileNotFoundError:
@@ -166,6 +172,11 @@ def _register_plugins() -> bool:
         return False
     register_heif_opener()
     return True
+
+
+def full_size(img: Image.Image) -> tuple[int, int]:
+    """The full upright (width, height) of an image from :func:`load_image`, even if it was decoded smaller."""
+    return tuple(img.info.get(FULL_SIZE, img.size))  # type: ignore[return-value]
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

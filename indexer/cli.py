@@ -34,6 +34,7 @@ from extractor.defaults import (
 )
 
 from . import lite, names
+from . import results as results_json
 from .errors import BackendError, IndexerError
 from .lite import DEFAULT_COLLECTION, DEFAULT_URI
 from .options import EmbeddingOptions
@@ -41,7 +42,7 @@ from .options import EmbeddingOptions
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from .index import Hit, ImageIndex
+    from .index import ImageIndex
     from .sync import IndexReport
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_BACKEND, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -526,13 +527,6 @@ def _print_report(report: IndexReport, idx: ImageIndex) -> None:
     _skipped(report.failed)
 
 
-def _hit_json(rank: int, h: Hit) -> dict[str, Any]:
-    meta = dict(h.meta)
-    root = meta.pop("root", None)
-    extra = names.json_fields(root, "root") if isinstance(root, str) else {}
-    return {"rank": rank, **names.json_fields(h.path), "score": h.score, "id": h.id, **extra, **meta}
-
-
 @app.command(cls=_Command)
 @embedding_options(*_RUNTIME_FIELDS)
 def search(
@@ -579,10 +573,7 @@ def search(
 
             render.search_html(pairs, html)
         if as_json:
-            payload = [
-                {**names.json_fields(q, "query"), "hits": [_hit_json(r, h) for r, h in enumerate(hits, 1)]}
-                for q, hits in pairs
-            ]
+            payload = [results_json.query_json(q, hits) for q, hits in pairs]
             sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
             return EXIT_OK
         for q, hits in pairs:
@@ -642,12 +633,7 @@ def dups(
 
             render.duplicates_html(groups, html)
         if as_json:
-            payload = []
-            for g in groups:
-                item: dict[str, Any] = {"kind": g.kind, "score": g.score, "paths": [names.shown(p) for p in g.paths]}
-                if any(not names.is_text(p) for p in g.paths):
-                    item["paths_bytes"] = [names.json_fields(p).get("path_bytes") for p in g.paths]
-                payload.append(item)
+            payload = [results_json.group_json(g) for g in groups]
             sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
             return EXIT_OK
         if not groups:
@@ -1013,6 +999,63 @@ def eval_command(
         table.add_row("queries scored", *(str(s["evaluated"]) for s in setups.values()))
         out.print(table)
         return EXIT_PARTIAL if failed else EXIT_OK
+
+    _run(body)
+
+
+@app.command("serve", cls=_Command)
+@embedding_options(*_RUNTIME_FIELDS)
+def serve_command(
+    db: DbOpt = DEFAULT_URI,
+    collection: CollOpt = DEFAULT_COLLECTION,
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on; anything but loopback is reachable by others.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", min=0, max=65535, help="Port (0: any free one).")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="POOLVEC_SERVE_TOKEN",
+            metavar="TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on the API (the page asks for it once).",
+        ),
+    ] = None,
+    milvus_token: Annotated[
+        str | None,
+        typer.Option("--milvus-token", envvar="POOLVEC_TOKEN", metavar="TOKEN", help="Milvus server token."),
+    ] = None,
+    max_upload_mb: Annotated[
+        int, typer.Option(metavar="MB", min=1, help="Largest image accepted for a search, in MiB.")
+    ] = 32,
+    *,
+    embedding: EmbeddingOptions,
+) -> None:
+    """Serve the index over HTTP: a web page to search by image and review duplicates, and a JSON API (/docs).
+
+    Binds 127.0.0.1:8765 by default and prints the page's URL; Ctrl+C stops it. No file is changed. The model is
+    loaded (and, unless --no-optimize, traced) once at start.
+    """
+
+    def body() -> int:
+        try:
+            from .serve import ServeSettings, run
+        except ImportError as e:
+            raise IndexerError(f"`poolvec serve` needs {e.name}: pip install 'poolvec[serve]'") from None
+        runtime = embedding.runtime()
+        if runtime["optimize"] == "auto":
+            runtime["optimize"] = True  # a server traces the model once at start, not after 64 queries
+        idx = _existing(db, collection, milvus_token, **runtime)
+        settings = ServeSettings(token=token, max_upload_bytes=max_upload_mb << 20)
+        run(
+            idx,
+            host,
+            port,
+            settings,
+            say=lambda t: out.print(escape(t)),
+            warn=lambda t: err.print(f"[yellow]warning:[/] {escape(t)}"),
+        )
+        return EXIT_OK
 
     _run(body)
 

@@ -18,7 +18,7 @@ SERVER_ENV = "POOLVEC_TEST_MILVUS_SERVER"
 #: Backends of this run: parametrise a ``db`` fixture with them.
 BACKENDS = ["server"] if os.environ.get(SERVER_ENV) else ["lite"]
 #: The test files whose ``db``-parametrised tests the inner run executes.
-SERVER_SUITE = ("tests/test_index.py", "tests/test_backends.py", "tests/test_sync.py")
+SERVER_SUITE = ("tests/test_index.py", "tests/test_backends.py", "tests/test_sync.py", "tests/test_serve.py")
 
 
 _server_uri: list[str] = []  # one server per session, however many modules import the fixture

@@ -8,7 +8,8 @@ import skimage.data
 import torch
 from PIL import Image
 
-from extractor import ImageError, InputPolicy, iter_image_files, load_image
+from extractor import Extractor, ImageError, InputPolicy, iter_image_files, load_image
+from extractor.images import full_size
 from extractor.preprocess import resize, to_tensor
 
 
@@ -97,6 +98,20 @@ def test_draft_decode_keeps_enough_pixels(tmp_path):
     img = load_image(path, target=policy.target_size)
     assert 320 <= max(img.size) < 2048  # decoded at a reduced DCT scale, still ≥ the target
     assert resize(to_tensor(img), policy).shape == (3, 320, 320)
+    assert full_size(img) == (2048, 2048)  # what is stored as its width and height
+
+
+def test_full_size_of_a_reduced_decode_is_upright(tmp_path, chelsea):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = tmp_path / "rot.jpg"
+    chelsea.resize((1804, 1200)).save(path, exif=exif, quality=90)
+    img = load_image(path, target=InputPolicy(max_side=320).target_size)
+    assert max(img.size) < 1804 and img.width < img.height
+    assert full_size(img) == (1200, 1804)
+    ex = Extractor("resnet18", weights=None, pooling="gem(p=3) | l2", optimize=False, workers=0)
+    item = next(ex.embed_iter([path]))
+    assert (item.width, item.height) == (1200, 1804)
 
 
 def test_iter_image_files_sorted_filtered_recursive(tmp_path):

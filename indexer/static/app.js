@@ -1,0 +1,521 @@
+// poolvec's page: search by image, review duplicate groups, see what the index holds.
+// Plain JavaScript, no dependencies. File names reach the page only through textContent and attribute values:
+// nothing from the server is ever parsed as HTML.
+"use strict";
+
+const THUMB_SIZE = 256;
+const state = {
+  token: sessionStorage.getItem("poolvec-token"),
+  info: null,
+  query: null, // {file} or {id, name}: re-run when the options change
+  urls: { search: [], dups: [] }, // blob: URLs to release when a view is redrawn
+  dups: null,
+  dupsLoaded: false,
+};
+
+// -- small helpers -------------------------------------------------------------------------------------------
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else node.setAttribute(key, String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
+
+function basename(path) {
+  const parts = String(path).split(/[\\/]/);
+  return parts[parts.length - 1] || path;
+}
+
+function bytes(n) {
+  if (n === undefined || n === null) return "";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+// Ids are 63-bit integers: beyond what a JavaScript number holds exactly, so they are read as strings. Inside a
+// JSON string every quote is escaped, so `"id":` followed by digits can only be a key and its number.
+function parseJson(text) {
+  return JSON.parse(text.replace(/"id":\s*(-?\d+)/g, '"id":"$1"'));
+}
+
+function toJson(value) {
+  return JSON.stringify(value, null, 2).replace(/"id": "(-?\d+)"/g, '"id": $1');
+}
+
+// -- the API -------------------------------------------------------------------------------------------------
+async function request(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  if (state.token) headers.set("Authorization", `Bearer ${state.token}`);
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) {
+    await askToken();
+    return request(path, options);
+  }
+  return response;
+}
+
+async function api(path, options = {}) {
+  const response = await request(path, options);
+  const text = await response.text();
+  if (!response.ok) {
+    let detail = text;
+    try {
+      detail = JSON.parse(text).detail;
+    } catch (_) {
+      /* not JSON: show the text */
+    }
+    throw new Error(detail || `${response.status} ${response.statusText}`);
+  }
+  return parseJson(text);
+}
+
+let tokenWaiters = null;
+function askToken() {
+  if (!tokenWaiters) {
+    tokenWaiters = [];
+    const dialog = $("token-dialog");
+    $("token-input").value = "";
+    if (!dialog.open) dialog.showModal();
+  }
+  return new Promise((resolve) => tokenWaiters.push(resolve));
+}
+
+function tokenGiven(event) {
+  event.preventDefault();
+  state.token = $("token-input").value.trim();
+  sessionStorage.setItem("poolvec-token", state.token);
+  $("token-dialog").close();
+  const waiters = tokenWaiters || [];
+  tokenWaiters = null;
+  waiters.forEach((resolve) => resolve());
+}
+
+// A thumbnail as a blob: URL (fetched with the token, which an <img src> could not send), or why there is none.
+async function thumbnailUrl(id) {
+  try {
+    const response = await request(`api/images/${id}/thumbnail?size=${THUMB_SIZE}`);
+    if (response.ok) return { url: URL.createObjectURL(await response.blob()) };
+    let detail = `${response.status}`;
+    try {
+      detail = (await response.json()).detail;
+    } catch (_) {
+      /* keep the status */
+    }
+    return { error: detail };
+  } catch (error) {
+    return { error: error.message };
+  }
+}
+
+async function loadThumbnail(img, holder, id, list) {
+  const thumb = await thumbnailUrl(id);
+  if (thumb.url) {
+    list.push(thumb.url);
+    img.src = thumb.url;
+  } else {
+    holder.replaceChildren(el("div", { class: "missing", title: thumb.error }, "no preview"));
+  }
+}
+
+function releaseUrls(view) {
+  state.urls[view].forEach((url) => URL.revokeObjectURL(url));
+  state.urls[view] = [];
+}
+
+// A card for one stored image: thumbnail, name, path, size and dimensions; clicking it searches by it.
+function imageCard(item, view, top = null) {
+  const img = el("img", { alt: basename(item.path), decoding: "async" });
+  const holder = el("div", { class: "thumb" }, img);
+  const card = el(
+    "article",
+    { class: "card", tabindex: 0, "data-id": item.id, title: `search by ${item.path}` },
+    holder,
+    el(
+      "div",
+      { class: "meta" },
+      top,
+      el("div", { class: "name" }, basename(item.path)),
+      el("div", { class: "path" }, item.path),
+      el("div", { class: "dims" }, `${item.width}×${item.height} · ${bytes(item.size)}`),
+    ),
+  );
+  const go = () => {
+    showView("search");
+    searchById(item.id, item.path);
+  };
+  card.addEventListener("click", go);
+  card.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") go();
+  });
+  loadThumbnail(img, holder, item.id, state.urls[view]);
+  return card;
+}
+
+// -- search --------------------------------------------------------------------------------------------------
+function searchParams() {
+  const params = new URLSearchParams();
+  params.set("k", $("k").value || "24");
+  const minScore = $("min-score").value.trim();
+  if (minScore !== "") params.set("min_score", minScore);
+  const under = $("under").value.trim();
+  if (under !== "") params.set("under", under);
+  return params;
+}
+
+async function searchByFile(file) {
+  if (!file) return;
+  if (state.info && file.size > state.info.server.max_upload_bytes) {
+    setStatus(`${file.name}: too large (${bytes(file.size)}; up to ${bytes(state.info.server.max_upload_bytes)})`, true);
+    return;
+  }
+  state.query = { file };
+  const url = URL.createObjectURL(file);
+  showQuery(url, file.name || "pasted image", true);
+  const form = new FormData();
+  form.append("image", file, file.name || "pasted-image");
+  await runSearch(`api/search?${searchParams()}`, { method: "POST", body: form });
+}
+
+async function searchById(id, path) {
+  state.query = { id, path };
+  showQuery(null, path, false, id);
+  const params = searchParams();
+  params.set("id", id);
+  await runSearch(`api/search?${params}`);
+}
+
+function showQuery(url, name, isUpload, id = null) {
+  const img = $("query-img");
+  if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
+  img.removeAttribute("src");
+  delete img.dataset.url;
+  if (url) {
+    state.shown = (state.shown || 0) + 1;
+    img.src = url;
+    img.dataset.url = url;
+  } else if (id !== null) {
+    const shown = (state.shown = (state.shown || 0) + 1);
+    thumbnailUrl(id).then((thumb) => {
+      if (!thumb.url) return;
+      if (shown !== state.shown) return URL.revokeObjectURL(thumb.url); // another query came first
+      img.src = thumb.url;
+      img.dataset.url = thumb.url;
+    });
+  }
+  $("query-name").textContent = name;
+  $("query-note").textContent = isUpload ? "uploaded image" : "an indexed image (its stored vector)";
+  $("query").hidden = false;
+  $("drop").classList.add("compact");
+}
+
+async function runSearch(path, options = {}) {
+  setStatus("searching…");
+  const started = performance.now();
+  try {
+    const result = await api(path, options);
+    const ms = Math.round(performance.now() - started);
+    renderHits(result);
+    setStatus(`${result.hits.length} hits in ${ms} ms`);
+  } catch (error) {
+    releaseUrls("search");
+    $("hits").replaceChildren(); // the hits of an earlier query would pass for this one's
+    setStatus(error.message, true);
+  }
+}
+
+function renderHits(result) {
+  releaseUrls("search");
+  const grid = $("hits");
+  const cards = result.hits.map((hit) =>
+    imageCard(
+      hit,
+      "search",
+      el(
+        "div",
+        { class: "top" },
+        el("span", { class: "rank" }, `#${hit.rank}`),
+        el("span", { class: "score", title: "cosine similarity" }, hit.score.toFixed(4)),
+      ),
+    ),
+  );
+  grid.replaceChildren(...cards);
+  if (!cards.length) grid.append(el("p", { class: "muted" }, "No hits (try a lower min score or another folder)."));
+}
+
+function rerun() {
+  if (!state.query) return;
+  if (state.query.file) searchByFile(state.query.file);
+  else searchById(state.query.id, state.query.path);
+}
+
+function firstImage(list) {
+  for (const item of list || []) {
+    if (item.kind === "file" && item.type.startsWith("image/")) return item.getAsFile();
+  }
+  return null;
+}
+
+// -- duplicates ----------------------------------------------------------------------------------------------
+function sliderRange(normalized) {
+  const slider = $("threshold");
+  if (normalized) {
+    slider.min = "0";
+    slider.max = "1";
+  } else {
+    slider.min = "0.3";
+    slider.max = "1";
+  }
+}
+
+async function loadDuplicates(useDefault = false) {
+  const params = new URLSearchParams();
+  const normalized = $("normalize").checked;
+  params.set("normalize", String(normalized));
+  if (!useDefault) params.set("threshold", $("threshold").value);
+  const under = $("dups-under").value.trim();
+  if (under !== "") params.set("under", under);
+  setStatus("finding duplicates…");
+  const started = performance.now();
+  try {
+    const result = await api(`api/dups?${params}`);
+    state.dups = result;
+    sliderRange(result.normalized);
+    $("threshold").value = String(result.threshold);
+    $("threshold-value").textContent = Number(result.threshold).toFixed(2);
+    renderGroups(result);
+    setStatus(`${result.groups.length} groups in ${Math.round(performance.now() - started)} ms`);
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+function renderGroups(result) {
+  releaseUrls("dups");
+  const exact = result.groups.filter((g) => g.kind === "exact").length;
+  $("dups-summary").textContent =
+    `${result.groups.length} groups: ${exact} of exact copies, ${result.groups.length - exact} of near-duplicates ` +
+    `(${result.normalized ? "normalised score" : "cosine"} ≥ ${Number(result.threshold).toFixed(2)}; ` +
+    `default ${Number(result.default_threshold).toFixed(2)})`;
+  const sections = result.groups.map((group, n) => {
+    const pixels = group.members.map((m) => m.width * m.height);
+    const largest = Math.max(...pixels);
+    const unique = pixels.filter((p) => p === largest).length === 1; // mark the best copy when there is one
+    const kind =
+      group.kind === "exact" ? "Exact copies (same bytes)" : `Near-duplicates · score ≥ ${group.score.toFixed(3)}`;
+    const box = el("input", { type: "checkbox", "data-group": n, "aria-label": `select group ${n + 1}` });
+    box.checked = $("select-all").checked;
+    return el(
+      "section",
+      { class: `group ${group.kind}`, "data-group": n },
+      el(
+        "header",
+        {},
+        box,
+        el("span", { class: "kind" }, kind),
+        el("span", { class: "muted" }, `${group.members.length} images`),
+      ),
+      el(
+        "div",
+        { class: "members" },
+        ...group.members.map((member) =>
+          imageCard(
+            member,
+            "dups",
+            unique && member.width * member.height === largest
+              ? el("span", { class: "badge" }, "largest")
+              : null,
+          ),
+        ),
+      ),
+    );
+  });
+  $("groups").replaceChildren(...sections);
+  if (!sections.length) $("groups").append(el("p", { class: "muted" }, "No duplicates at this threshold."));
+}
+
+function selectedGroups() {
+  if (!state.dups) return [];
+  const boxes = document.querySelectorAll("#groups input[type=checkbox][data-group]");
+  return [...boxes].filter((b) => b.checked).map((b) => state.dups.groups[Number(b.dataset.group)]);
+}
+
+function download(name, type, text) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const link = el("a", { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function csvCell(value) {
+  const text = value === null || value === undefined ? "" : String(value);
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+function exportJson() {
+  const groups = selectedGroups();
+  if (!groups.length) return setStatus("select at least one group to export", true);
+  const { threshold, normalized } = state.dups;
+  download("duplicates.json", "application/json", `${toJson({ threshold, normalized, groups })}\n`);
+  setStatus(`exported ${groups.length} groups as JSON`);
+}
+
+function exportCsv() {
+  const groups = selectedGroups();
+  if (!groups.length) return setStatus("select at least one group to export", true);
+  const rows = [["group", "kind", "score", "id", "path", "size", "width", "height", "sha256"]];
+  groups.forEach((group, n) => {
+    for (const m of group.members) {
+      rows.push([n + 1, group.kind, group.score, m.id, m.path, m.size, m.width, m.height, m.sha256]);
+    }
+  });
+  download("duplicates.csv", "text/csv", rows.map((row) => row.map(csvCell).join(",")).join("\r\n") + "\r\n");
+  setStatus(`exported ${groups.length} groups as CSV`);
+}
+
+// -- info ----------------------------------------------------------------------------------------------------
+function tuningText(t) {
+  if (!t) return "none (the embedding as configured)";
+  return `${t.sampled} photos × ${t.per_image} edits = ${t.pairs} pairs, ${t.seconds} s`;
+}
+
+async function loadInfo() {
+  try {
+    const info = await api("api/info");
+    state.info = info;
+    const cfg = info.config || {};
+    $("summary").textContent = `${info.count} images · ${info.collection} · ${info.backend}`;
+    const worker = info.server.worker;
+    const rows = [
+      ["images", info.count],
+      ["backend", info.backend],
+      ["uri", info.uri],
+      ["collection", info.collection],
+      ["dimension", info.dim],
+      ["backbone", cfg.backbone ? `${cfg.backbone} (${cfg.weights_id})` : "—"],
+      ["layer", cfg.node ?? "—"],
+      ["input", cfg.input ? JSON.stringify(cfg.input) : "—"],
+      ["scales", cfg.scales ? JSON.stringify(cfg.scales) : "—"],
+      ["pooling", cfg.pooling ? cfg.pooling.spec : "—"],
+      ["tuning", tuningText(cfg.tuning)],
+      ["vector index", `${info.vector_index.kind} ${JSON.stringify(info.vector_index.params)}`],
+      ["fingerprint", info.fingerprint],
+      ["server", `poolvec ${info.server.version}; uploads up to ${bytes(info.server.max_upload_bytes)}`],
+      [
+        "served",
+        `${worker.searches} searches; ${worker.embedded} images embedded in ${worker.passes} passes ` +
+          `(largest ${worker.largest_pass}); ${info.server.thumbnails_made} thumbnails made`,
+      ],
+    ];
+    $("info-table").tBodies[0].replaceChildren(
+      ...rows.map(([name, value]) => el("tr", {}, el("th", {}, name), el("td", {}, value))),
+    );
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+// -- views and events ----------------------------------------------------------------------------------------
+function showView(name) {
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.setAttribute("aria-selected", String(tab.dataset.view === name));
+  }
+  for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== `view-${name}`;
+  if (name === "dups" && !state.dupsLoaded) {
+    state.dupsLoaded = true;
+    loadDuplicates(true);
+  }
+  if (name === "info") loadInfo();
+}
+
+function readTokenFromFragment() {
+  const match = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  if (match) {
+    state.token = decodeURIComponent(match[1]);
+    sessionStorage.setItem("poolvec-token", state.token);
+    history.replaceState(null, "", location.pathname + location.search); // keep it out of the address bar
+  }
+}
+
+function init() {
+  readTokenFromFragment();
+  for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
+  $("token-form").addEventListener("submit", tokenGiven);
+
+  const drop = $("drop");
+  $("pick").addEventListener("change", (event) => {
+    searchByFile(event.target.files[0]);
+    event.target.value = "";
+  });
+  drop.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") $("pick").click();
+  });
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (event) => {
+      event.preventDefault();
+      drop.classList.add("over");
+    });
+  }
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    const file = firstImage(event.dataTransfer.items) || event.dataTransfer.files[0];
+    if (file) searchByFile(file);
+    else setStatus("drop an image file (not a link)", true);
+  });
+  // a file dropped beside the zone must not make the browser leave the page
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+  document.addEventListener("paste", (event) => {
+    const file = firstImage(event.clipboardData && event.clipboardData.items);
+    if (file) {
+      showView("search");
+      searchByFile(file);
+    }
+  });
+
+  $("search-options").addEventListener("submit", (event) => {
+    event.preventDefault();
+    rerun();
+  });
+  for (const id of ["k", "min-score", "under"]) $(id).addEventListener("change", rerun);
+
+  $("dups-options").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadDuplicates();
+  });
+  $("threshold").addEventListener("input", () => {
+    $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
+  });
+  $("threshold").addEventListener("change", () => loadDuplicates());
+  $("normalize").addEventListener("change", () => loadDuplicates(true));
+  $("select-all").addEventListener("change", (event) => {
+    for (const box of document.querySelectorAll("#groups input[type=checkbox][data-group]")) {
+      box.checked = event.target.checked;
+    }
+  });
+  $("export-json").addEventListener("click", exportJson);
+  $("export-csv").addEventListener("click", exportCsv);
+
+  loadInfo();
+}
+
+document.addEventListener("DOMContentLoaded", init);
