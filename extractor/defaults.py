@@ -16,6 +16,8 @@ DEFAULT_POOLING = "gem(p=3) | l2 | lw | l2"
 #: JPEG decoders: "pil" (Pillow everywhere, DCT-scaled JPEG decode) or "torchvision" (on the extractor's device).
 DECODERS = ("pil", "torchvision")
 
+#: Edited copies a new index makes to tune itself (extractor.Tuning.edits; measurements in extractor/tuning.py).
+DEFAULT_TUNE_EDITS = 2048
 #: Channels of the last convolutional stage of the packaged backbones (and their aliases): ``poolvec pooling``
 #: reports output dimensions for them without loading a model. Checked against the models by the tests.
 PACKAGED_CHANNELS = {f"{prefix}efficientnet_lite{i}": 1280 for i in range(3) for prefix in ("tf_", "")}

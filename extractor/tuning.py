@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from .defaults import DEFAULT_TUNE_EDITS
 from .edits import EditPolicy, edit_rng, random_edit
 from .errors import ExtractorError, ImageError
 from .images import load_image
@@ -58,7 +59,7 @@ class Tuning:
     """
 
     images: int = 768
-    edits: int = 2048
+    edits: int = DEFAULT_TUNE_EDITS
     max_per_image: int = 8
     seed: int = 0
     prior_weight: float = 2000.0

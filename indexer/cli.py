@@ -25,19 +25,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from extractor.defaults import (
-    DEFAULT_BACKBONE,
-    DEFAULT_MAX_SIDE,
-    DEFAULT_POOLING,
-    DEFAULT_WEIGHTS,
-    PACKAGED_CHANNELS,
-)
+from extractor.defaults import DEFAULT_BACKBONE, DEFAULT_POOLING, DEFAULT_TUNE_EDITS, PACKAGED_CHANNELS
 
 from . import lite, names
 from . import results as results_json
 from .errors import BackendError, IndexerError
 from .lite import DEFAULT_COLLECTION, DEFAULT_URI
-from .options import EmbeddingOptions
+from .options import RECIPE, EmbeddingOptions
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -122,57 +116,48 @@ UnderOpt = Annotated[Path | None, typer.Option(metavar="FOLDER", help="Only imag
 #: The embedding options: name → (type, option declaration, default). Commands receive them as one
 #: :class:`EmbeddingOptions` (see :func:`embedding_options`); adding an option here adds it everywhere.
 _RECIPE_PANEL, _RUNTIME_PANEL = "Embedding (fixed when an index is created)", "Speed"
-_EMBEDDING: dict[str, tuple[Any, Any, Any]] = {
+_EMBEDDING: dict[str, tuple[Any, Any]] = {
     "backbone": (
         str,
         typer.Option(
             metavar="NAME", help="Packaged (tf_efficientnet_lite0/1/2), a torchvision model name, or timm/NAME."
         ),
-        DEFAULT_BACKBONE,
     ),
     "weights": (
         str,
         typer.Option(metavar="WEIGHTS", help="'default', a torchvision weights name, a local file, or 'none'."),
-        DEFAULT_WEIGHTS,
     ),
-    "layer": (str | None, typer.Option(metavar="LAYER", help="Feature-map layer (default: last conv stage)."), None),
+    "layer": (str | None, typer.Option(metavar="LAYER", help="Feature-map layer (default: last conv stage).")),
     "pooling": (
         str,
         typer.Option(metavar="SPEC", help="Pooling spec, e.g. 'gem(p=3) | l2' (see `poolvec pooling`)."),
-        DEFAULT_POOLING,
     ),
     "max_side": (
         int,
         typer.Option(metavar="PIXELS", min=16, help="Longer side of the network input."),
-        DEFAULT_MAX_SIDE,
     ),
     "size": (
         int | None,
         typer.Option(metavar="PIXELS", min=16, help="Square input instead: resize to SIZE (with --crop: centre crop)."),
-        None,
     ),
-    "crop": (bool, typer.Option(help="With --size: shorter side to SIZE, then centre crop."), False),
-    "scales": (str, typer.Option(metavar="LIST", help="Input scales, comma-separated, e.g. '1,0.7071,0.5'."), "1"),
+    "crop": (bool, typer.Option(help="With --size: shorter side to SIZE, then centre crop.")),
+    "scales": (str, typer.Option(metavar="LIST", help="Input scales, comma-separated, e.g. '1,0.7071,0.5'.")),
     "decoder": (
         str,
         typer.Option(metavar="NAME", help="JPEG decoder: 'pil', or 'torchvision' (nvJPEG on a GPU)."),
-        "pil",
     ),
     "batch_size": (
         int | None,
         typer.Option(metavar="N", min=1, help="Images per forward pass (default: picked per image size and device)."),
-        None,
     ),
-    "workers": (int, typer.Option(metavar="N", min=0, help="Decode threads (0: decode in the main thread)."), 2),
-    "device": (str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."), "auto"),
+    "workers": (int, typer.Option(metavar="N", min=0, help="Decode threads (0: decode in the main thread).")),
+    "device": (str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")),
     "optimize": (
         bool | None,
         typer.Option(help="Trace+freeze the backbone on CPU (default: once 64 images are embedded)."),
-        None,
     ),
 }
-_RECIPE_FIELDS = ("backbone", "weights", "layer", "pooling", "max_side", "size", "crop", "scales", "decoder")
-_RUNTIME_FIELDS = ("batch_size", "workers", "device", "optimize")
+_RUNTIME_FIELDS = tuple(name for name in _EMBEDDING if name not in RECIPE)
 
 
 def embedding_options(*fields: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -184,8 +169,10 @@ def embedding_options(*fields: str) -> Callable[[Callable[..., Any]], Callable[.
         sig = inspect.signature(fn, eval_str=True)
         params = [p for p in sig.parameters.values() if p.name != "embedding"]
         for name in chosen:
-            kind, option, default = _EMBEDDING[name]
-            option.rich_help_panel = _RECIPE_PANEL if name in _RECIPE_FIELDS else _RUNTIME_PANEL
+            kind, option = _EMBEDDING[name]
+            option.rich_help_panel = _RECIPE_PANEL if name in RECIPE else _RUNTIME_PANEL
+            # the defaults are EmbeddingOptions' own; --optimize/--no-optimize is unset (None) until given
+            default = None if name == "optimize" else getattr(EmbeddingOptions(), name)
             params.append(
                 inspect.Parameter(
                     name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]
@@ -392,8 +379,6 @@ TuneEditsOpt = Annotated[
         help="Edited copies made for tuning, spread over the photos (1–8 each); fewer is faster.",
     ),
 ]
-#: The tuning budget's default (extractor.Tuning().edits), kept here so that --help needs no torch.
-DEFAULT_TUNE_EDITS = 2048
 
 
 @app.command(cls=_Command)
