@@ -118,6 +118,7 @@ class MilvusStore:
         self.collection = collection
         self.is_lite = not is_server_uri(uri)
         self.timeout = timeout
+        self.token = token  # kept for workers of the Ray engine that open their own connection
         self.client = self._connect(token)
 
     # -- connection ----------------------------------------------------------------------------------------
