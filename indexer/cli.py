@@ -238,6 +238,14 @@ def index(
         str | None, typer.Option(help="I/N: index only shard I of N (split a job across processes).")
     ] = None,
     failures: Annotated[Path | None, typer.Option(help="Write failed files and reasons (TSV) here.")] = None,
+    engine: Annotated[str, typer.Option(help="Embed in this process (local) or on a Ray cluster's actors (ray).")] = (
+        "local"
+    ),
+    ray_address: Annotated[
+        str | None, typer.Option(help="--engine ray: the cluster (default: $RAY_ADDRESS, a local `ray start`, or new).")
+    ] = None,
+    actors: Annotated[int, typer.Option(help="--engine ray: embedding actors.")] = 2,
+    gpus_per_actor: Annotated[float, typer.Option(help="--engine ray: GPUs per actor (0: CPU).")] = 0.0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -279,9 +287,14 @@ def index(
                 vector_index=_vector_index(index_type, index_params),
                 tuning=tuning,
             )
+        run_on: Any = engine
+        if engine == "ray":
+            from .ray_engine import RayOptions  # Ray itself is imported only when the engine runs
+
+            run_on = RayOptions(address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor)
         total = IndexReport()
         for folder in folders:
-            total.merge(_with_progress(idx, folder, recursive, prune, part, quiet or as_json))
+            total.merge(_with_progress(idx, folder, recursive, prune, part, quiet or as_json, run_on))
         if failures is not None:
             failures.write_text("".join(f"{p}\t{r}\n" for p, r in total.failed))
         if as_json:
@@ -319,10 +332,16 @@ def _advance(bar: Progress, done: int, total: int | None) -> None:
 
 
 def _with_progress(
-    idx: ImageIndex, folder: Path, recursive: bool, prune: bool, shard: tuple[int, int] | None, quiet: bool
+    idx: ImageIndex,
+    folder: Path,
+    recursive: bool,
+    prune: bool,
+    shard: tuple[int, int] | None,
+    quiet: bool,
+    engine: Any = "local",
 ) -> IndexReport:
     if quiet or not err.is_terminal:
-        return idx.add_folder(folder, recursive=recursive, prune=prune, shard=shard)
+        return idx.add_folder(folder, recursive=recursive, prune=prune, shard=shard, engine=engine)
     bars: dict[str, Progress] = {}
 
     def show(key: str, label: str, unit: str, done: int, total: int | None) -> None:
@@ -340,7 +359,9 @@ def _with_progress(
         show("index", "indexing", "files", done, total)
 
     try:
-        return idx.add_folder(folder, recursive=recursive, prune=prune, shard=shard, progress=update, on_tune=on_tune)
+        return idx.add_folder(
+            folder, recursive=recursive, prune=prune, shard=shard, progress=update, on_tune=on_tune, engine=engine
+        )
     finally:
         for bar in bars.values():
             bar.stop()
