@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from extractor import Embedded, Extractor
+from extractor import Embedded, Extractor, ExtractorError, ImageError
 from extractor.images import EncodedImage
 
 from . import sync
@@ -137,13 +137,19 @@ def index_files(
             assert index.config is not None
             config = ray.put(index.config)  # held until the end: restarted actors rebuild from it
             ds = _dataset(ray, todo, config, index._runtime, opts)
-            if store.is_lite:
-                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    for item, info in results(batch):
-                        writer.embedded(item, info)
-                        tick(item.source)
-            else:
-                _write_to_server(ray, ds, index, report, lambda n: tick("", n) if n else None)
+            try:
+                if store.is_lite:
+                    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                        for item, info in results(batch):
+                            writer.embedded(item, info)
+                            tick(item.source)
+                else:
+                    _write_to_server(ray, ds, index, report, lambda n: tick("", n) if n else None)
+            except Exception as e:
+                plain = _plain(e)
+                if plain is None:
+                    raise
+                raise plain from None
     finally:
         writer.flush()  # keep what was embedded, also on Ctrl-C
     if report.added or report.updated:
@@ -289,6 +295,16 @@ def _write_to_server(ray: Any, ds: Any, index: ImageIndex, report: IndexReport, 
     written = sink.report
     report.merge(written)
     advance(written.added + written.updated + len(written.failed) - seen)
+
+
+def _plain(error: BaseException) -> Exception | None:
+    """The library error a Ray task raised, as its one line (Ray wraps it in a traceback and appends advice)."""
+    cause = getattr(error, "cause", None)
+    if not isinstance(cause, (IndexerError, ExtractorError)):
+        return None
+    kind = ExtractorError if isinstance(cause, ImageError) else type(cause)
+    lines = str(cause).splitlines()
+    return kind(lines[0] if lines else type(cause).__name__)
 
 
 def _objects(values: list[Any]) -> np.ndarray:

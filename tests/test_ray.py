@@ -20,7 +20,8 @@ from backend_cases import namespace_problem
 from ray_cases import INSIDE, NETNS_ENV, embedder_processes, needs_netns, ray_env, rows_by_id
 from typer.testing import CliRunner
 
-from extractor import Tuning
+from extractor import Extractor, Tuning
+from extractor.images import EncodedImage
 from indexer import ImageIndex
 from indexer.cli import app
 
@@ -99,6 +100,18 @@ def test_actor_killed_mid_job_is_retried_nothing_lost_or_duplicated(db, local_ra
     assert sorted(r["path"] for r in rows.values()) == files and index.store.count() == 11
     stored = np.stack([r["vector"] for r in sorted(rows.values(), key=lambda r: r["path"])])
     np.testing.assert_allclose(stored, extractor.embed(files), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", ["pil", "torchvision"])
+def test_file_bytes_read_elsewhere_embed_like_the_file(photo_dir, extractor, decoder):
+    """What the actors get from Ray Data (a file's bytes) gives the file's vector, bit for bit."""
+    ex = extractor if decoder == "pil" else Extractor(decoder=decoder, optimize=False)
+    files = sorted(photo_dir.glob("*.jpg"))[:3]
+    encoded = [EncodedImage(str(p), p.read_bytes()) for p in files]
+    np.testing.assert_array_equal(ex.embed(encoded), ex.embed(files))
+    [bad] = ex.embed_iter([EncodedImage("/elsewhere/broken.jpg", b"junk")])
+    assert bad.source == "/elsewhere/broken.jpg" and bad.vector is None
+    assert "not a recognised image format" in bad.error
 
 
 def test_engine_ray_without_ray_says_how_to_install(photos, tmp_path, monkeypatch):
