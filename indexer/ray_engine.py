@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from extractor import Embedded, Extractor, ExtractorError, ImageError
-from extractor.images import EncodedImage
+from extractor.images import DEFAULT_MAX_BYTES, EncodedImage
 
 from . import sync
 from .errors import IndexerError
@@ -123,9 +123,14 @@ def index_files(
         if progress is not None:
             progress(done, total, path)
 
+    # The driver's extractor, when it has one (tuned, or given), sets the limits; it is not built just for them.
+    ex = index._extractor
+    limits = {"max_bytes": ex.max_bytes, "max_pixels": ex.max_pixels} if ex is not None else {}
     todo: list[dict[str, Any]] = []
     try:
-        for path, info in sync.plan(store, files, roots, report, writer, tick, index.extractor.max_bytes):
+        for path, info in sync.plan(
+            store, files, roots, report, writer, tick, limits.get("max_bytes", DEFAULT_MAX_BYTES)
+        ):
             if path in known:
                 writer.embedded(known[path], info)
                 tick(path)
@@ -136,7 +141,7 @@ def index_files(
             ray = _connect(opts)
             assert index.config is not None
             config = ray.put(index.config)  # held until the end: restarted actors rebuild from it
-            ds = _dataset(ray, todo, config, index._runtime, opts)
+            ds = _dataset(ray, todo, config, {**index._runtime, **limits}, opts)
             try:
                 if store.is_lite:
                     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

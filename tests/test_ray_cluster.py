@@ -27,7 +27,10 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    nodes.add_node(num_cpus=1)
+    try:
+        nodes.add_node(num_cpus=1)
+    except Exception:  # Ray gives a raylet 30 s to register: on a busy 2-core machine, try once more
+        nodes.add_node(num_cpus=1)
     nodes.wait_for_nodes()
     yield nodes
     ray.shutdown()
