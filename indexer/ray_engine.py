@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -134,8 +135,8 @@ def index_files(
             if path in known:
                 writer.embedded(known[path], info)
                 tick(path)
-            else:
-                todo.append({"path": path, **info})
+            else:  # names travel as bytes: Arrow strings must be UTF-8, file names need not be
+                todo.append({**info, "path": os.fsencode(path), "root": os.fsencode(info["root"])})
         writer.flush()
         if todo:
             ray = _connect(opts)
@@ -213,7 +214,7 @@ def read_files(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     datas, errors = [], []
     for path in batch["path"]:
         try:
-            with open(str(path), "rb") as f:
+            with open(bytes(path), "rb") as f:
                 datas.append(f.read())
             errors.append("")
         except OSError as e:
@@ -240,7 +241,7 @@ class Embedder:
         widths, heights = np.zeros(n, np.int64), np.zeros(n, np.int64)
         errors = [str(e) for e in batch["error"]]
         todo = [i for i in range(n) if not errors[i]]
-        images = [EncodedImage(str(batch["path"][i]), bytes(batch["data"][i])) for i in todo]
+        images = [EncodedImage(os.fsdecode(bytes(batch["path"][i])), bytes(batch["data"][i])) for i in todo]
         for i, item in zip(todo, self.extractor.embed_iter(images), strict=True):
             if item.error is not None:
                 errors[i] = item.error
@@ -256,14 +257,14 @@ def results(batch: dict[str, np.ndarray]) -> Iterator[tuple[Embedded, dict[str, 
     for i, path in enumerate(batch["path"]):
         error = str(batch["error"][i]) or None
         item = Embedded(
-            str(path),
+            os.fsdecode(bytes(path)),
             None if error else np.asarray(batch["vector"][i], np.float32),
             error,
             int(batch["width"][i]),
             int(batch["height"][i]),
         )
         info = {
-            "root": str(batch["root"][i]),
+            "root": os.fsdecode(bytes(batch["root"][i])),
             "size": int(batch["size"][i]),
             "mtime_ns": int(batch["mtime_ns"][i]),
             "sha256": str(batch["sha256"][i]),
