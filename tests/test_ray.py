@@ -36,7 +36,12 @@ def local_ray():
     ray_env()
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    settings = {"address": "local", "num_cpus": 2, "include_dashboard": False, "configure_logging": False}
+    try:
+        ray.init(**settings)
+    except Exception:  # Ray gives its raylet 30 s to register: on a busy 2-core machine, try once more
+        ray.shutdown()
+        ray.init(**settings)
     yield ray
     ray.shutdown()
 
