@@ -32,13 +32,14 @@ from .backbones import Backbone, build_backbone
 from .batching import batched_in_order
 from .defaults import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_POOLING, DEFAULT_WEIGHTS
 from .errors import ExtractorError, ImageError
-from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, full_size, load_image, to_rgb
+from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EncodedImage, full_size, load_image, to_rgb
 from .jpeg import decode_resize, is_jpeg_path, read_jpeg
 from .preprocess import InputPolicy, normalize, resize, to_tensor
 from .tuning import Pairs, TuneProgress, Tuning, collect_pairs
 
-#: What :meth:`Extractor.embed` accepts per item: a path, a PIL image, an HWC uint8 array or a CHW tensor.
-ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+#: What :meth:`Extractor.embed` accepts per item: a path, a file's bytes (:class:`EncodedImage`), a PIL image, an
+#: HWC uint8 array or a CHW tensor.
+ImageInput = str | os.PathLike | EncodedImage | Image.Image | np.ndarray | torch.Tensor
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 #: Automatic batch size off the GPU: as many images as fit this many input pixels (4 at 320×240). On a 2-core
 #: CPU, EfficientNet-Lite0 ran fastest at 0.2–0.3 Mpixel per forward pass: 1.5–1.9× the speed of batches of 16
@@ -238,7 +239,7 @@ class Extractor:
     # -- embedding ---------------------------------------------------------------------------------------
     def embed(self, inputs: ImageInput | Iterable[ImageInput]) -> np.ndarray:
         """Embed images; returns float32 ``[N, dim]``. Raises :class:`ImageError` for an unusable image."""
-        if isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)):
+        if isinstance(inputs, (str, os.PathLike, EncodedImage, Image.Image, np.ndarray, torch.Tensor)):
             inputs = [inputs]
         rows = []
         for item in self.embed_iter(inputs):
@@ -386,11 +387,18 @@ class Extractor:
 
     def _load(self, index: int, item: ImageInput) -> _Loaded:
         """Decode and resize one input; never raises for a bad image (the error is returned)."""
-        source = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"<{type(item).__name__} #{index}>"
+        file = isinstance(item, (str, os.PathLike, EncodedImage))
+        if isinstance(item, EncodedImage):
+            source = item.name
+        elif isinstance(item, (str, os.PathLike)):
+            source = os.fspath(item)
+        else:
+            source = f"<{type(item).__name__} #{index}>"
         try:
-            if isinstance(item, (str, os.PathLike)) and self.policy.decoder == "torchvision" and is_jpeg_path(source):
-                return _Loaded(source, None, None, data=read_jpeg(source, self.max_pixels, self.max_bytes))
-            if isinstance(item, (str, os.PathLike)):
+            if file and self.policy.decoder == "torchvision" and is_jpeg_path(source):
+                encoded = item if isinstance(item, EncodedImage) else source
+                return _Loaded(source, None, None, data=read_jpeg(encoded, self.max_pixels, self.max_bytes))
+            if file:
                 img = load_image(
                     item, target=self.policy.target_size, max_pixels=self.max_pixels, max_bytes=self.max_bytes
                 )

@@ -10,9 +10,11 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import io
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,6 +41,21 @@ DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
 FULL_SIZE = "poolvec.full_size"
 #: Files larger than this are skipped unread (no photo format needs more; a 100 MP 16-bit TIFF is 600 MB).
 DEFAULT_MAX_BYTES: int = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file's bytes read elsewhere (e.g. by Ray Data on another machine), named by the file's path.
+
+    Decoded exactly as the file would be (same guards, DCT-scaled JPEG decode, EXIF orientation), so its vector
+    equals the file's.
+    """
+
+    name: str
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"EncodedImage({self.name!r}, {len(self.data)} bytes)"
 
 
 def iter_image_files(
@@ -108,7 +125,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def load_image(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | EncodedImage,
     *,
     target: Callable[[int, int], tuple[int, int]] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -119,18 +136,24 @@ def load_image(
     ``target(width, height) -> (w, h)`` tells the size the caller will resize to: JPEGs are then decoded at the
     smallest DCT scale that still gives at least that many pixels. ``max_pixels`` refuses
     images whose header declares more pixels (decompression bombs) before decoding them; ``max_bytes`` refuses
-    larger files before reading them. Only regular files are opened (a FIFO would block forever).
+    larger files before reading them. Only regular files are opened (a FIFO would block forever). An
+    :class:`EncodedImage` is decoded from its bytes under the same rules.
     """
-    name = os.fspath(path)
+    encoded = path if isinstance(path, EncodedImage) else None
+    name = encoded.name if encoded is not None else os.fspath(path)
     _register_plugins()
     try:
-        st = os.stat(name)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (FIFO, device or socket)"
-            raise ImageError(name, kind)
-        if max_bytes is not None and st.st_size > max_bytes:
-            raise ImageError(name, f"file too large ({st.st_size} bytes > {max_bytes}); raise max_bytes to allow it")
-        with Image.open(name) as img:
+        if encoded is None:
+            st = os.stat(name)
+            if not stat.S_ISREG(st.st_mode):
+                kind = "is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (FIFO, device or socket)"
+                raise ImageError(name, kind)
+            size = st.st_size
+        else:
+            size = len(encoded.data)
+        if max_bytes is not None and size > max_bytes:
+            raise ImageError(name, f"file too large ({size} bytes > {max_bytes}); raise max_bytes to allow it")
+        with Image.open(io.BytesIO(encoded.data) if encoded is not None else name) as img:
             w, h = img.size
             if max_pixels is not None and w * h > max_pixels:
                 raise ImageError(name, f"too many pixels ({w}×{h} > {max_pixels}); raise max_pixels to allow it")

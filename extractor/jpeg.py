@@ -8,6 +8,7 @@ index and queries always go through the same one, on a GPU or (same code) on the
 
 from __future__ import annotations
 
+import io
 import os
 
 import torch
@@ -15,7 +16,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from .errors import ImageError
-from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EncodedImage
 from .preprocess import InputPolicy, resize
 
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
@@ -27,26 +28,31 @@ def is_jpeg_path(path: str) -> bool:
 
 
 def read_jpeg(
-    path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_bytes: int | None = DEFAULT_MAX_BYTES
+    path: str | EncodedImage, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_bytes: int | None = DEFAULT_MAX_BYTES
 ) -> torch.Tensor:
-    """The file's bytes as a uint8 tensor, after the same guards as the Pillow path (size, pixels, format)."""
-    if not os.path.isfile(path):
-        raise ImageError(path, "file not found" if not os.path.exists(path) else "not a regular file")
-    size = os.path.getsize(path)
+    """The file's bytes (or an :class:`EncodedImage`'s) as a uint8 tensor, after the same guards as the Pillow path
+    (size, pixels, format)."""
+    data = path.data if isinstance(path, EncodedImage) else None
+    name = path.name if isinstance(path, EncodedImage) else path
+    if data is None and not os.path.isfile(name):
+        raise ImageError(name, "file not found" if not os.path.exists(name) else "not a regular file")
+    size = len(data) if data is not None else os.path.getsize(name)
     if max_bytes is not None and size > max_bytes:
-        raise ImageError(path, f"file too large ({size} bytes > {max_bytes}); raise max_bytes to allow it")
+        raise ImageError(name, f"file too large ({size} bytes > {max_bytes}); raise max_bytes to allow it")
     try:
-        with Image.open(path) as img:  # header only
+        with Image.open(io.BytesIO(data) if data is not None else name) as img:  # header only
             w, h = img.size
             fmt = img.format
     except Exception as e:
-        raise ImageError(path, f"not a recognised image format ({type(e).__name__})") from None
+        raise ImageError(name, f"not a recognised image format ({type(e).__name__})") from None
     if fmt != "JPEG":
-        raise ImageError(path, f"named like a JPEG but is {fmt}")
+        raise ImageError(name, f"named like a JPEG but is {fmt}")
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageError(path, f"too many pixels ({w}×{h} > {max_pixels}); raise max_pixels to allow it")
-    with open(path, "rb") as f:
-        return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+        raise ImageError(name, f"too many pixels ({w}×{h} > {max_pixels}); raise max_pixels to allow it")
+    if data is None:
+        with open(name, "rb") as f:
+            data = f.read()
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def decode_resize(

@@ -406,6 +406,28 @@ def index(
     failures: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Write the skipped files and reasons here (JSON lines).")
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            metavar="ENGINE",
+            help="Embed in this process (local) or on a Ray cluster's actors (ray).",
+            rich_help_panel="Ray",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="--engine ray: the cluster (default: $RAY_ADDRESS, a local `ray start`, or a new local Ray).",
+            rich_help_panel="Ray",
+        ),
+    ] = None,
+    actors: Annotated[
+        int, typer.Option(metavar="N", min=1, help="--engine ray: embedding actors.", rich_help_panel="Ray")
+    ] = 2,
+    gpus_per_actor: Annotated[
+        float, typer.Option(metavar="N", min=0, help="--engine ray: GPUs per actor (0: CPU).", rich_help_panel="Ray")
+    ] = 0.0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     *,
@@ -437,10 +459,17 @@ def index(
                     f"the collection already has a {kept.kind} index {kept.params}: an existing collection keeps its "
                     "vector index (drop it and index again to change it)"
                 )
+        if engine not in ("local", "ray"):
+            raise IndexerError(f"--engine must be local or ray, got {engine!r}")
+        run_on: Any = engine
+        if engine == "ray":
+            from .ray_engine import RayOptions  # Ray itself is imported only when the engine runs
+
+            run_on = RayOptions(address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor)
         if idx.config is None or not embedding.is_default_recipe:
             # an existing index takes the same recipe with its own fit, and refuses another one, naming the fields
             idx.extractor = embedding.extractor()
-        total = _index_folders(idx, folders, recursive, prune, part, quiet or as_json)
+        total = _index_folders(idx, folders, recursive, prune, part, quiet or as_json, run_on)
         if failures is not None:
             _write_text(failures, _jsonl({**names.json_fields(p), "reason": r} for p, r in total.failed))
         if as_json:
@@ -458,7 +487,13 @@ def index(
 
 
 def _index_folders(
-    idx: ImageIndex, folders: list[Path], recursive: bool, prune: bool, shard: tuple[int, int] | None, quiet: bool
+    idx: ImageIndex,
+    folders: list[Path],
+    recursive: bool,
+    prune: bool,
+    shard: tuple[int, int] | None,
+    quiet: bool,
+    engine: Any = "local",
 ) -> IndexReport:
     from .sync import IndexReport
 
@@ -472,6 +507,7 @@ def _index_folders(
                 shard=shard,
                 progress=lambda done, n, _path: bars.show("index", "indexing", "files", done, n),
                 on_tune=lambda done, n: bars.show("tune", f"tuning on {n} photos", "photos", done, n),
+                engine=engine,
             )
             total.merge(report)
     return total

@@ -56,6 +56,15 @@ def settings(store: MilvusStore) -> dict | None:
     return json.loads(raw) if raw else None
 
 
+def transform(store: MilvusStore, index: VectorIndex) -> Callable[[np.ndarray], np.ndarray] | None:
+    """How vectors added to this collection are augmented before they are stored (None: DBA was never applied)."""
+    applied = settings(store)
+    if applied is None:
+        return None
+    n, alpha = int(applied["n"]), float(applied["alpha"])
+    return lambda v: augment(store, index, v, n, alpha, include_self=False)
+
+
 def apply(
     store: MilvusStore,
     index: VectorIndex,

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -30,6 +30,12 @@ from .errors import BackendError, ConfigMismatchError, IndexerError
 from .lite import DEFAULT_COLLECTION, DEFAULT_URI
 from .store import META_FIELDS, MilvusStore, VectorIndex
 from .sync import IndexReport, Progress
+
+if TYPE_CHECKING:
+    from .ray_engine import RayOptions
+
+#: How :meth:`ImageIndex.add_folder` embeds: in this process, or on Ray (``"ray"`` or its options).
+Engine = Literal["local", "ray"] | "RayOptions"
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,7 @@ class ImageIndex:
         shard: tuple[int, int] | None = None,
         progress: Progress | None = None,
         on_tune: TuneProgress | None = None,
+        engine: Engine = "local",
     ) -> IndexReport:
         """Sync the images under ``root`` into the index.
 
@@ -218,8 +225,10 @@ class ImageIndex:
         is already indexed reuse that vector; with ``prune`` the rows of files that are gone are deleted.
         ``shard=(i, n)`` takes only this process's share of the files (stable by path), so n processes or
         machines can split one job into the same Milvus server. A new index tunes itself on these files first
-        (see ``tuning``; ``on_tune(done, total)`` reports its progress).
+        (see ``tuning``; ``on_tune(done, total)`` reports its progress). ``engine="ray"`` (or a
+        :class:`indexer.ray_engine.RayOptions`) embeds on a Ray cluster's actors: same rules, same vectors.
         """
+        _ray_options(engine)
         top = Path(root).expanduser().absolute()
         if not top.exists():
             raise IndexerError(f"{root}: no such file or directory")
@@ -236,7 +245,7 @@ class ImageIndex:
         self._ensure_collection(files, on_tune)
         if shard is not None:
             files = _shard(files, *shard)
-        report = self._sync(files, [base] * len(files), progress, on_tune)
+        report = self._sync(files, [base] * len(files), progress, on_tune, engine)
         report.failed[:0] = unread
         if prune and top.is_dir():
             report.removed = sync.prune(self.store, base)
@@ -248,10 +257,12 @@ class ImageIndex:
         *,
         progress: Progress | None = None,
         on_tune: TuneProgress | None = None,
+        engine: Engine = "local",
     ) -> IndexReport:
-        """Index image files (each file's folder is its root); unchanged files are skipped."""
+        """Index image files (each file's folder is its root); unchanged files are skipped. ``engine`` as in
+        :meth:`add_folder`."""
         files = [os.path.abspath(os.fspath(p)) for p in paths]
-        return self._sync(files, [os.path.dirname(p) for p in files], progress, on_tune)
+        return self._sync(files, [os.path.dirname(p) for p in files], progress, on_tune, engine)
 
     def _refuse_if_pending(self, unless: str | None = None) -> None:
         """Refuse to use an index that an interrupted rewrite left half done (but the command that finishes it)."""
@@ -259,17 +270,23 @@ class ImageIndex:
             raise pending.refuse(self._pending, f"{self.uri} (collection {self.collection!r})")
 
     def _sync(
-        self, files: list[str], roots: list[str], progress: Progress | None, on_tune: TuneProgress | None = None
+        self,
+        files: list[str],
+        roots: list[str],
+        progress: Progress | None,
+        on_tune: TuneProgress | None = None,
+        engine: Engine = "local",
     ) -> IndexReport:
         self._refuse_if_pending()
+        ray = _ray_options(engine)  # before tuning: a missing Ray is said at once
         if not self._ensure_collection(files, on_tune):
             return IndexReport()
-        transform = None
-        dba_settings = dba.settings(self.store)
-        if dba_settings is not None:
-            n, alpha = int(dba_settings["n"]), float(dba_settings["alpha"])
-            transform = lambda v: dba.augment(self.store, self.vector_index, v, n, alpha, include_self=False)  # noqa: E731
+        transform = dba.transform(self.store, self.vector_index)
         known, self._known = self._known, {}
+        if ray is not None:
+            from . import ray_engine
+
+            return ray_engine.index_files(self, files, roots, ray, progress, transform, known)
         return sync.sync(self.store, self.extractor, files, roots, progress, transform, known)
 
     def tune(
@@ -517,6 +534,15 @@ class ImageIndex:
 
     def __repr__(self) -> str:
         return f"ImageIndex({self.uri!r}, collection={self.collection!r})"
+
+
+def _ray_options(engine: Engine) -> RayOptions | None:
+    """None for the single-process engine; Ray's options (Ray itself checked for) for ``"ray"``."""
+    if engine == "local":
+        return None
+    from . import ray_engine  # imports Ray only when it is asked for
+
+    return ray_engine.options(engine)
 
 
 def _shard(files: list[str], i: int, n: int) -> list[str]:

@@ -115,7 +115,7 @@ class MilvusStore:
         self.collection = collection
         self.is_lite = not is_server_uri(uri)
         self.timeout = timeout
-        self._token = token
+        self.token = token  # also read by the Ray engine's workers, which open their own connection
         self._client: MilvusClient | None = None
         self.path = lite_path(uri) if self.is_lite else None
         if not self.is_lite or self.path.exists():  # type: ignore[union-attr]
@@ -140,7 +140,7 @@ class MilvusStore:
                     raise BackendError(held_message(self.path)) from None
                 raise BackendError(f"cannot open Milvus Lite database {self.path}: {_reason(e)}") from None
         try:
-            return MilvusClient(uri=self.uri, token=self._token or "", timeout=self.timeout)
+            return MilvusClient(uri=self.uri, token=self.token or "", timeout=self.timeout)
         except MilvusException as e:
             raise BackendError(f"cannot reach Milvus at {self.uri}: {_reason(e)}") from None
 

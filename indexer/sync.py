@@ -90,6 +90,105 @@ def make_row(path: str, root: str, vector: Any, info: dict[str, Any]) -> dict[st
     }
 
 
+class Writer:
+    """Upserts rows in batches keyed by path id and counts them in ``report``: the one way both engines (this
+    module's :func:`sync` and :mod:`indexer.ray_engine`) store what they embedded or reused.
+
+    ``transform`` maps freshly embedded vectors [B, D] before they are stored (DBA); reused vectors are already
+    in their final form. An upsert carries at most ``batch_rows`` rows and, where ``batch_bytes`` is given, rows of
+    at most that many bytes as sent (estimated); every ``flush_every`` rows Milvus is asked to seal them (``None``:
+    never — a server seals by itself).
+    """
+
+    def __init__(
+        self,
+        store: MilvusStore,
+        report: IndexReport,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        batch_rows: int = INSERT_BATCH,
+        batch_bytes: int | None = None,
+        flush_every: int | None = FLUSH_EVERY,
+    ) -> None:
+        self.store, self.report, self.transform = store, report, transform
+        self.batch_rows, self.batch_bytes, self.flush_every = batch_rows, batch_bytes, flush_every
+        self._batch: list[tuple[dict[str, Any], bool]] = []
+        self._bytes = 0
+        self._written = 0
+
+    def put(self, row: dict[str, Any], existed: bool, fresh: bool = True) -> None:
+        """Queue one row (an update when ``existed``); a full batch is upserted."""
+        if self.batch_bytes is not None:
+            size = row_bytes(row)
+            if self._batch and self._bytes + size > self.batch_bytes:
+                self.flush()
+            self._bytes += size
+        self._batch.append((row, fresh))
+        if existed:
+            self.report.updated += 1
+        else:
+            self.report.added += 1
+        if len(self._batch) >= self.batch_rows:
+            self.flush()
+
+    def embedded(self, item: Embedded, info: dict[str, Any]) -> None:
+        """Store a freshly embedded file (``info`` as planned by :func:`plan`), or report why it was skipped."""
+        if item.error is not None:
+            self.report.failed.append((item.source, item.error))
+            return
+        info.update(width=item.width, height=item.height)
+        self.put(make_row(item.source, info["root"], item.vector, info), info["existed"])
+
+    def reuse(self, path: str, info: dict[str, Any], stored: dict[str, Any]) -> None:
+        """Store a file whose content is indexed already with that row's vector (no forward pass)."""
+        info.update(width=stored["width"], height=stored["height"])
+        self.put(make_row(path, info["root"], stored["vector"], info), info["existed"], fresh=False)
+        self.report.reused += 1
+
+    def flush(self) -> None:
+        """Upsert the queued rows."""
+        batch, self._batch, self._bytes = self._batch, [], 0
+        fresh = [row for row, is_fresh in batch if is_fresh]
+        if self.transform is not None and fresh:
+            vectors = self.transform(np.asarray([r["vector"] for r in fresh], np.float32))
+            for row, vec in zip(fresh, vectors, strict=True):
+                row["vector"] = vec.tolist()
+        self.store.upsert([row for row, _ in batch])
+        every = self.flush_every
+        if every is not None and (self._written + len(batch)) // every > self._written // every:
+            self.store.flush()
+        self._written += len(batch)
+
+
+def row_bytes(row: dict[str, Any]) -> int:
+    """About how many bytes a row takes in an insert request (4 per float, UTF-8 text, 8 per integer, framing)."""
+    text = (row["path"], row["root"], row["sha256"], *row["dirs"]["d"])
+    return 4 * len(row["vector"]) + sum(len(t.encode("utf-8", "surrogateescape")) + 8 for t in text) + 64
+
+
+def plan(
+    store: MilvusStore,
+    paths: list[str],
+    roots: list[str],
+    report: IndexReport,
+    writer: Writer,
+    tick: Callable[[str], None],
+    max_bytes: int | None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The sync rules, :data:`LOOKUP_BATCH` files at a time: unchanged files are counted, unusable ones reported,
+    files whose content is indexed already stored through ``writer`` with that vector; yields ``(path, info)`` of
+    each file to embed (``info``: root, size, mtime_ns, sha256, existed). ``tick(path)`` for every file settled."""
+    with ThreadPoolExecutor(2, thread_name_prefix="poolvec-hash") as hasher:
+        for start in range(0, len(paths), LOOKUP_BATCH):
+            chunk = list(zip(paths[start : start + LOOKUP_BATCH], roots[start : start + LOOKUP_BATCH], strict=True))
+            for path, info in _lookup(store, chunk, hasher, report, tick, max_bytes):
+                reuse = info.pop("reuse", None)
+                if reuse is not None:
+                    writer.reuse(path, info, reuse)
+                    tick(path)
+                    continue
+                yield path, info
+
+
 def sync(
     store: MilvusStore,
     extractor: Extractor,
@@ -107,24 +206,10 @@ def sync(
     """
     known = known or {}
     report = IndexReport()
+    writer = Writer(store, report, transform)
     total = len(paths)
     done = 0
     pending: dict[str, dict[str, Any]] = {}
-    batch: list[tuple[dict[str, Any], bool]] = []
-
-    written = 0
-
-    def flush() -> None:
-        nonlocal batch, written
-        fresh = [row for row, is_fresh in batch if is_fresh]
-        if transform is not None and fresh:
-            for row, vec in zip(fresh, transform(np.asarray([r["vector"] for r in fresh], np.float32)), strict=True):
-                row["vector"] = vec.tolist()
-        store.upsert([row for row, _ in batch])
-        if (written + len(batch)) // FLUSH_EVERY > written // FLUSH_EVERY:
-            store.flush()
-        written += len(batch)
-        batch = []
 
     def tick(path: str) -> None:
         nonlocal done
@@ -132,29 +217,10 @@ def sync(
         if progress is not None:
             progress(done, total, path)
 
-    def emit(row: dict[str, Any], existed: bool, fresh: bool = True) -> None:
-        batch.append((row, fresh))
-        if existed:
-            report.updated += 1
-        else:
-            report.added += 1
-        if len(batch) >= INSERT_BATCH:
-            flush()
-
     def to_embed() -> Iterator[str]:
-        with ThreadPoolExecutor(2, thread_name_prefix="poolvec-hash") as hasher:
-            for start in range(0, total, LOOKUP_BATCH):
-                chunk = list(zip(paths[start : start + LOOKUP_BATCH], roots[start : start + LOOKUP_BATCH], strict=True))
-                for path, info in _lookup(store, chunk, hasher, report, tick, extractor.max_bytes):
-                    reuse = info.pop("reuse", None)
-                    if reuse is not None:
-                        info.update(width=reuse["width"], height=reuse["height"])
-                        emit(make_row(path, info["root"], reuse["vector"], info), info["existed"], fresh=False)
-                        report.reused += 1
-                        tick(path)
-                        continue
-                    pending[path] = info
-                    yield path
+        for path, info in plan(store, paths, roots, report, writer, tick, extractor.max_bytes):
+            pending[path] = info
+            yield path
 
     def embedded() -> Iterator[Embedded]:
         wanted: list[str] = []
@@ -173,15 +239,10 @@ def sync(
 
     try:
         for item in embedded() if known else extractor.embed_iter(to_embed()):
-            info = pending.pop(item.source)
-            if item.error is not None:
-                report.failed.append((item.source, item.error))
-            else:
-                info.update(width=item.width, height=item.height)
-                emit(make_row(item.source, info["root"], item.vector, info), info["existed"])
+            writer.embedded(item, pending.pop(item.source))
             tick(item.source)
     finally:
-        flush()  # keep what was embedded, also on Ctrl-C
+        writer.flush()  # keep what was embedded, also on Ctrl-C
     if report.added or report.updated:
         store.flush()  # Milvus Lite indexes only sealed segments; unflushed rows are brute-forced per search
     return report

@@ -9,6 +9,8 @@ and the session fixture :func:`milvus_server` runs the PyPI ``milvus`` package's
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,23 @@ SERVER_ENV = "POOLVEC_TEST_MILVUS_SERVER"
 #: Backends of this run: parametrise a ``db`` fixture with them.
 BACKENDS = ["server"] if os.environ.get(SERVER_ENV) else ["lite"]
 #: The test files whose ``db``-parametrised tests the inner run executes.
-SERVER_SUITE = ("tests/test_index.py", "tests/test_backends.py", "tests/test_sync.py", "tests/test_serve.py")
+SERVER_SUITE = (
+    "tests/test_index.py",
+    "tests/test_backends.py",
+    "tests/test_sync.py",
+    "tests/test_serve.py",
+    "tests/test_ray.py",
+)
+
+
+def namespace_problem() -> str | None:
+    """Why a private network namespace (``unshare --net``, loopback only) cannot be made here (None when it can)."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "needs `unshare` (util-linux) and `ip` (iproute2) to run servers on loopback only"
+    probe = subprocess.run(["unshare", "--net", "ip", "link", "set", "lo", "up"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"cannot create a network namespace (needs root or CAP_SYS_ADMIN): {probe.stderr.strip()}"
+    return None
 
 
 _server_uri: list[str] = []  # one server per session, however many modules import the fixture

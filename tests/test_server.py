@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_cases import SERVER_ENV, SERVER_SUITE
+from backend_cases import SERVER_ENV, SERVER_SUITE, namespace_problem
 from typer.testing import CliRunner
 
 from indexer import BackendError, ImageIndex
@@ -31,19 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 INNER_TIMEOUT_S = 900
 
 
-def _namespace_problem() -> str | None:
-    """Why a private network namespace cannot be made here (None when it can)."""
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "needs `unshare` (util-linux) and `ip` (iproute2) to run the Milvus server on loopback only"
-    probe = subprocess.run(["unshare", "--net", "ip", "link", "set", "lo", "up"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"cannot create a network namespace (needs root or CAP_SYS_ADMIN): {probe.stderr.strip()}"
-    return None
-
-
 @pytest.mark.skipif(bool(os.environ.get(SERVER_ENV)), reason="already inside the server run")
 def test_backend_suite_against_a_real_milvus_server(tmp_path):
-    problem = _namespace_problem()
+    problem = namespace_problem()
     if problem:
         pytest.skip(problem)
     try:

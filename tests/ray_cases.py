@@ -1,0 +1,57 @@
+"""Helpers of the Ray engine tests (tests/test_ray.py, tests/test_ray_cluster.py).
+
+Ray's processes listen on every interface, so the tests that start Ray run only inside a private network
+namespace with loopback only: tests/test_ray.py re-runs them there (and the server suite's inner run, already in
+one, runs their server cases).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from backend_cases import SERVER_ENV
+
+#: Set (to "1") inside the private network namespace where the Ray tests run.
+NETNS_ENV = "POOLVEC_TEST_NETNS"
+#: True where Ray may be started: a private network namespace (the Lite run, or the server suite's inner run).
+INSIDE = bool(os.environ.get(NETNS_ENV) or os.environ.get(SERVER_ENV))
+needs_netns = pytest.mark.skipif(
+    not INSIDE, reason="starts Ray: runs inside a private network namespace (test_ray_suite_in_a_private_network)"
+)
+#: Ray Data's name for the processes of our actor pool.
+ACTOR_TITLE = "MapBatches(Embedder)"
+
+
+def embedder_processes() -> dict[int, int]:
+    """pid → parent pid (the raylet of its node) of every live embedding actor process on this machine."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if ACTOR_TITLE in title and title.startswith("ray::"):
+                stat = (entry / "stat").read_text()
+                found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+    return found
+
+
+def rows_by_id(index: Any) -> dict[int, dict[str, Any]]:
+    """Every stored row of an index, by primary key (vectors as float32 arrays)."""
+    fields = ("path", "root", "dirs", "size", "mtime_ns", "width", "height", "sha256", "vector")
+    out = {}
+    for rows in index.store.iterate(fields=fields):
+        for r in rows:
+            out[int(r["id"])] = {**r, "vector": np.asarray(r["vector"], np.float32)}
+    return out
+
+
+def ray_env() -> None:
+    """Ray offline: no usage statistics."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
