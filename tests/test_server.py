@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,36 +29,63 @@ from indexer.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The inner run: server start (~10 s) + the suite; generous for a busy 2-core machine.
-INNER_TIMEOUT_S = 900
+INNER_TIMEOUT_S = 1200
+
+
+class InnerRun:
+    """The server-backed run, started in the background as soon as the outer run has collected its tests.
+
+    It spends most of its 8 minutes waiting on the Milvus server (about 20 % of one core), so it overlaps the rest
+    of the suite instead of adding to it; :func:`test_backend_suite_against_a_real_milvus_server` collects it.
+    """
+
+    proc: subprocess.Popen | None = None
+    basetemp: Path | None = None
+    problem: str | None = None
+
+    @classmethod
+    def start(cls) -> None:
+        if cls.proc is not None or cls.problem is not None:
+            return
+        cls.problem = namespace_problem()
+        if cls.problem:
+            return
+        try:
+            import milvus  # noqa: F401
+        except ImportError:
+            cls.problem = "the `milvus` package (the server for these tests) is missing: pip install -e '.[test]'"
+            return
+        cls.basetemp = Path(tempfile.mkdtemp(prefix="poolvec-server-suite-"))
+        inner = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "server"]
+        inner += [f"--basetemp={cls.basetemp / 'inner'}", *SERVER_SUITE]
+        cls.proc = subprocess.Popen(
+            ["unshare", "--net", "bash", "-c", "ip link set lo up && exec " + shlex.join(inner)],
+            cwd=ROOT,
+            env={**os.environ, SERVER_ENV: "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # one process group: a timeout kills pytest *and* the server it started
+        )
 
 
 @pytest.mark.skipif(bool(os.environ.get(SERVER_ENV)), reason="already inside the server run")
-def test_backend_suite_against_a_real_milvus_server(tmp_path):
-    problem = namespace_problem()
-    if problem:
-        pytest.skip(problem)
-    try:
-        import milvus  # noqa: F401
-    except ImportError:
-        pytest.fail("the `milvus` package (the server for these tests) is missing: pip install -e '.[test]'")
-    inner = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "server"]
-    inner += [f"--basetemp={tmp_path / 'inner'}", *SERVER_SUITE]
-    script = "ip link set lo up && exec " + shlex.join(inner)
-    proc = subprocess.Popen(
-        ["unshare", "--net", "bash", "-c", script],
-        cwd=ROOT,
-        env={**os.environ, SERVER_ENV: "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # one process group: a timeout kills pytest *and* the server it started
-    )
+def test_backend_suite_against_a_real_milvus_server():
+    InnerRun.start()  # already running when the whole suite was collected (tests/conftest.py)
+    if InnerRun.problem:
+        if "missing" in InnerRun.problem:
+            pytest.fail(InnerRun.problem)
+        pytest.skip(InnerRun.problem)
+    proc = InnerRun.proc
+    assert proc is not None
     try:
         out, _ = proc.communicate(timeout=INNER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         pytest.fail(f"server-backed run exceeded {INNER_TIMEOUT_S} s:\n{out[-20000:]}")
+    finally:
+        shutil.rmtree(InnerRun.basetemp or "", ignore_errors=True)
     summary = out.strip().splitlines()[-1] if out.strip() else ""
     failures = [line for line in out.splitlines() if line.startswith(("FAILED", "ERROR"))]
     assert proc.returncode == 0, (
