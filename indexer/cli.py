@@ -10,6 +10,8 @@ it runs, after the cheap checks (options, paths, a database held by another proc
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import inspect
 import json
@@ -1082,8 +1084,31 @@ def serve_command(
 
 
 def main() -> None:
-    """The console script."""
-    app(prog_name="poolvec")
+    """The console script.
+
+    Once the command has finished and every other exit handler has run (Milvus Lite's server, Ray, temporary
+    files), the process ends without tearing down torch's modules one by one: that teardown alone is ~1.1 s of
+    a 5 s one-query search (docs/BENCHMARKS.md, "CLI start-up") and does nothing a finished command needs.
+    """
+    status: list[int] = []
+    atexit.register(_end_now, status)  # registered first, so it runs last
+    try:
+        app(prog_name="poolvec")
+    except SystemExit as e:
+        if "torch" in sys.modules:
+            status.append(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
+        raise
+
+
+def _end_now(status: list[int]) -> None:
+    """The last exit handler: flush what the user is owed, then leave (``os._exit``) with the command's status."""
+    if not status:
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`): nothing more to deliver
+            stream.flush()
+    os._exit(status[0])
 
 
 __all__ = ["EXIT_CODES", "app", "embedding_options", "main"]

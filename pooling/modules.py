@@ -13,9 +13,14 @@ from torch import Tensor, nn
 
 from . import functional as PF
 from .post import l2n
+from .regions import rmac_levels
 from .spec import METHODS, PoolingError
 
 __all__ = ["L2N", "GeM", "Pool", "RGeM"]
+
+# R-MAC's region grid depends on the map's size only: a constant to torch.compile (no graph break on the cache).
+# Marked here, where compiled modules come from, rather than in `regions` (it imports torch._dynamo, ~1 s).
+torch.compiler.assume_constant_result(rmac_levels)
 
 
 def _init_p(p: float, channels: int | None, learn_p: bool) -> Tensor | nn.Parameter:

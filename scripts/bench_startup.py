@@ -2,7 +2,8 @@
 
     python scripts/bench_startup.py [--runs 7] [--src DIR ...] [--json out.json]
 
-Each command runs in a fresh process (what a user waits for), ``--runs`` times, interleaved across the source trees
+Each command runs in a fresh process through the tree's own console-script entry point (``[project.scripts]``
+in its pyproject.toml: what a user waits for, exit included), ``--runs`` times, interleaved across the source trees
 given with ``--src`` (default: this checkout), so that two versions are compared in one run on the same machine; the
 table gives the median wall time and the peak memory (max RSS) of each. The one-query search runs on a small Milvus
 Lite index of the sample photos, built once per source tree.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -25,18 +27,34 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import sample_photos  # noqa: E402
 
-CLI = "import sys; sys.argv[0] = 'poolvec'; from indexer.cli import app; app()"
-# The same, reporting the process's own peak memory (VmHWM: this program's, not the forked parent's) into $RSS_OUT.
-CLI_RSS = (
-    "import atexit, os; atexit.register(lambda: open(os.environ['RSS_OUT'], 'w').write("
-    "[l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])); " + CLI
+# Runs the tree's console script, given as "module:function" in $POOLVEC_ENTRY.
+CLI = (
+    "import importlib, os, sys; sys.argv[0] = 'poolvec'; mod, fn = os.environ['POOLVEC_ENTRY'].split(':'); "
+    "entry = getattr(importlib.import_module(mod), fn)"
 )
+# Also writes the process's own peak memory (VmHWM: this program's, not the forked parent's) into $RSS_OUT once
+# the command is done (before exit handlers: a console script may end the process from one of them).
+CLI_RSS = (
+    CLI
+    + "\ntry:\n    entry()\nfinally:\n    open(os.environ['RSS_OUT'], 'w').write("
+    + "[l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+)
+CLI += "; entry()"
+
+
+def entry_point(src: Path) -> str:
+    """The ``poolvec`` console script of source tree ``src``, as ``module:function``."""
+    found = re.search(r'^poolvec\s*=\s*"([\w.]+:\w+)"', (src / "pyproject.toml").read_text(), re.MULTILINE)
+    if not found:
+        raise SystemExit(f"{src}/pyproject.toml declares no poolvec console script")
+    return found.group(1)
 
 
 def run(src: Path, args: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one fresh ``poolvec ARGS`` process run from source tree ``src``."""
     with tempfile.NamedTemporaryFile() as rss:
         env = {**os.environ, "PYTHONPATH": str(src), "COLUMNS": "100", "RSS_OUT": rss.name}
+        env["POOLVEC_ENTRY"] = entry_point(src)
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", CLI_RSS, *args], cwd=cwd, env=env, capture_output=True, check=False)
         wall = time.perf_counter() - t0
@@ -66,7 +84,7 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-c", CLI, "index", str(photos), "-q"],
             cwd=work / f"t{i}",
-            env={**os.environ, "PYTHONPATH": str(src)},
+            env={**os.environ, "PYTHONPATH": str(src), "POOLVEC_ENTRY": entry_point(src)},
             check=True,
             capture_output=True,
         )

@@ -66,6 +66,39 @@ def test_a_held_database_is_reported_before_any_model_loads(held_lite_db, photos
     assert result["code"] == 3 and "torch" not in result["heavy"]
 
 
+def test_pooling_alone_does_not_load_the_compiler():
+    # torch._dynamo costs ~1 s of every start; only torch.compile needs it (torchvision, hence a backbone, pulls it
+    # in anyway, but pooling your own feature maps must not).
+    code = "import sys, torch, pooling; pooling.build('rmac | l2')(torch.rand(1, 8, 9, 7))"
+    code += "; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["False"]
+
+
+def test_the_console_script_ends_fast_with_its_status_and_its_output(photo_dir, tmp_path):
+    # main() leaves with os._exit after the exit handlers registered by the command: its status, its output and
+    # Lite's release of the database must survive that.
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "coffee.jpg").write_bytes((photo_dir / "coffee.jpg").read_bytes())
+    (tmp_path / "in" / "broken.jpg").write_bytes(b"not an image")
+    script = "import sys; sys.argv[0] = 'poolvec'; from indexer.cli import main; main()"
+
+    def poolvec(*args: str) -> subprocess.CompletedProcess:
+        db = str(tmp_path / "t.db")
+        return subprocess.run([sys.executable, "-c", script, *args, "--db", db], capture_output=True, text=True)
+
+    index = poolvec("index", str(tmp_path / "in"), "--no-tune", "--json")
+    assert index.returncode == 1  # partial: one file skipped
+    report = json.loads(index.stdout)  # all of stdout arrived
+    assert report["added"] == 1 and [Path(f["path"]).name for f in report["failed"]] == ["broken.jpg"]
+    search = poolvec("search", str(tmp_path / "in" / "coffee.jpg"), "--json", "-k", "50")
+    assert search.returncode == 0  # Milvus Lite's own exit handler released the database on the way out
+    hits = json.loads(search.stdout)[0]["hits"]
+    assert [Path(h["path"]).name for h in hits] == ["coffee.jpg"]
+    missing = poolvec("search", str(tmp_path / "nope.jpg"))
+    assert missing.returncode == 2
+
+
 def test_help_reads_like_typers_examples():
     top = " ".join(runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout.split())
     for code, text in EXIT_CODES.items():
