@@ -26,7 +26,7 @@ _EXPORTS = {
     "available_backbones": "backbones",
     "build_backbone": "backbones",
     "EditPolicy": "edits",
-    "Embedded": "extractor",
+    "Embedded": "embedded",
     "Extractor": "extractor",
     "ImageInput": "extractor",
     "pick_device": "extractor",
@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     from .backbones import Backbone, BackboneSpec, available_backbones, build_backbone
     from .defaults import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_POOLING, DEFAULT_WEIGHTS
     from .edits import EditPolicy
+    from .embedded import Embedded
     from .errors import ExtractorError, ImageError
-    from .extractor import Embedded, Extractor, ImageInput, pick_device
+    from .extractor import Extractor, ImageInput, pick_device
     from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, iter_image_files, load_image
     from .preprocess import InputPolicy
     from .tuning import Tuning, sample_evenly

@@ -31,6 +31,7 @@ from . import priors
 from .backbones import Backbone, build_backbone
 from .batching import batched_in_order
 from .defaults import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_POOLING, DEFAULT_WEIGHTS
+from .embedded import Embedded
 from .errors import ExtractorError, ImageError
 from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EncodedImage, full_size, load_image, to_rgb
 from .jpeg import decode_resize, is_jpeg_path, read_jpeg
@@ -54,21 +55,6 @@ TRACE_CHECKS = 8
 #: 2-core CPU) pays for itself after ~100 images (13.5 vs 22 ms per image), and single queries never pay it.
 AUTO_TRACE_AFTER = 64
 OPTIMIZE = ("auto", True, False)
-
-
-@dataclass
-class Embedded:
-    """One result of :meth:`Extractor.embed_iter`: a vector, or the reason the input was skipped."""
-
-    source: str
-    vector: np.ndarray | None
-    error: str | None = None
-    width: int = 0
-    height: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass

@@ -34,7 +34,8 @@ from .errors import ExtractorError, ImageError
 from .images import load_image
 
 if TYPE_CHECKING:
-    from .extractor import Embedded, Extractor
+    from .embedded import Embedded
+    from .extractor import Extractor
 
 #: Progress callback while tuning: ``(images done, images in all)``.
 TuneProgress = Callable[[int, int], None]

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from extractor import Embedded, Extractor, ExtractorError, ImageError
+from extractor.embedded import Embedded
+from extractor.errors import ExtractorError, ImageError
 from extractor.images import DEFAULT_MAX_BYTES, EncodedImage
 
 from . import sync
@@ -230,6 +231,8 @@ class Embedder:
         import ray
         import torch
 
+        from extractor import Extractor
+
         torch.set_num_threads(threads)
         if isinstance(config, ray.ObjectRef):
             config = ray.get(config)
@@ -298,6 +301,7 @@ def _write_to_server(ray: Any, ds: Any, index: ImageIndex, report: IndexReport, 
     finally:
         stop.set()
         watcher.join()
+        ray.kill(counter)  # an actor outlives its handle while the sink still holds one
     written = sink.report
     report.merge(written)
     advance(written.added + written.updated + len(written.failed) - seen)

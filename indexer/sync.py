@@ -14,17 +14,20 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from extractor import Embedded, Extractor
+from extractor.embedded import Embedded
 from extractor.images import file_sha256
 
 from . import names, pending
 from .errors import IndexerError
 from .filters import ancestors, quote, under
 from .store import MAX_PATH, MilvusStore
+
+if TYPE_CHECKING:
+    from extractor import Extractor
 
 #: Rows per upsert: an interrupted run loses at most this many embeddings.
 INSERT_BATCH = 64

@@ -136,7 +136,7 @@ def main() -> None:
         rows.append({"config": label, "runs": ts, "median_s": median, "img_s": rate, "ratio": single / rate})
     print(f"\n{a.count} photos of {SIZE[0]}×{SIZE[1]}, {cores} cores, {'server' if server or a.uri else 'Milvus Lite'}")
     print(f"ray.init: {ray_start:.1f} s (once, not in the times)\n")
-    print("| configuration | runs (s) | median s | img/s | single ÷ this |")
+    print("| configuration | runs (s) | median s | img/s | single img/s ÷ this |")
     print("|---|---|---:|---:|---:|")
     for row in rows:
         runs = " / ".join(f"{x:.1f}" for x in row["runs"])

@@ -119,6 +119,14 @@ def test_cli_does_not_import_ray():
     assert out.strip() == "[]"
 
 
+def test_reading_and_writing_tasks_load_no_model():
+    # Ray starts worker processes for the read and write tasks, often one per task: importing torch there cost
+    # ~4 s of CPU and ~0.6 GB each and made the engine 3-4x slower than one process (docs/BENCHMARKS.md).
+    code = "import sys, indexer.ray_engine, indexer.ray_sink; print(sorted({'torch', 'timm'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 @pytest.mark.skipif(INSIDE, reason="already inside the private network namespace")
 def test_ray_suite_in_a_private_network(tmp_path):
     """Runs this file's and tests/test_ray_cluster.py's Ray tests (Milvus Lite) where Ray can only reach loopback."""
