@@ -143,15 +143,19 @@ def index_files(
             ray = _connect(opts)
             assert index.config is not None
             config = ray.put(index.config)  # held until the end: restarted actors rebuild from it
-            ds = _dataset(ray, todo, config, {**index._runtime, **limits}, opts)
+            runtime = {**index._runtime, **limits}
+
+            def dataset(progress: Any = None) -> Any:
+                return _dataset(ray, todo, config, runtime, opts, progress)
+
             try:
                 if store.is_lite:
-                    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for batch in dataset().iter_batches(batch_size=None, batch_format="numpy"):
                         for item, info in results(batch):
                             writer.embedded(item, info)
                             tick(item.source)
                 else:
-                    _write_to_server(ray, ds, index, report, lambda n: tick("", n) if n else None)
+                    _write_to_server(ray, dataset, index, report, lambda n: tick("", n) if n else None)
             except Exception as e:
                 plain = _plain(e)
                 if plain is None:
@@ -178,8 +182,12 @@ def _connect(opts: RayOptions) -> Any:
     return ray
 
 
-def _dataset(ray: Any, todo: list[dict[str, Any]], config: Any, runtime: dict[str, Any], opts: RayOptions) -> Any:
-    """The planned files → (read) → bytes → (actor pool: decode + embed) → vectors and their metadata."""
+def _dataset(
+    ray: Any, todo: list[dict[str, Any]], config: Any, runtime: dict[str, Any], opts: RayOptions, progress: Any = None
+) -> Any:
+    """The planned files → (read) → bytes → (actor pool: decode + embed) → vectors and their metadata.
+
+    ``progress``: a :class:`indexer.ray_sink.ProgressCounter` actor the embedders tell how many files they did."""
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
     reading: dict[str, Any] = {}
@@ -206,7 +214,12 @@ def _dataset(ray: Any, todo: list[dict[str, Any]], config: Any, runtime: dict[st
         compute=ActorPoolStrategy(size=opts.actors),
         num_cpus=opts.cpus_per_actor,
         num_gpus=opts.gpus_per_actor or None,
-        fn_constructor_kwargs={"config": config, "runtime": actor_runtime, "threads": opts.torch_threads},
+        fn_constructor_kwargs={
+            "config": config,
+            "runtime": actor_runtime,
+            "threads": opts.torch_threads,
+            "progress": progress,
+        },
     )
 
 
@@ -227,7 +240,7 @@ def read_files(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 class Embedder:
     """Ray Data actor: the index's extractor, rebuilt once from the stored config; file bytes in, vectors out."""
 
-    def __init__(self, config: dict[str, Any], runtime: dict[str, Any], threads: int) -> None:
+    def __init__(self, config: dict[str, Any], runtime: dict[str, Any], threads: int, progress: Any = None) -> None:
         import ray
         import torch
 
@@ -237,6 +250,7 @@ class Embedder:
         if isinstance(config, ray.ObjectRef):
             config = ray.get(config)
         self.extractor = Extractor.from_config(config, **runtime)
+        self.progress = progress
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["path"])
@@ -252,6 +266,8 @@ class Embedder:
                 vectors[i], widths[i], heights[i] = item.vector, item.width, item.height
         out = {k: v for k, v in batch.items() if k != "data"}
         out.update(vector=vectors, width=widths, height=heights, error=_objects(errors))
+        if self.progress is not None:
+            self.progress.add.remote(n)
         return out
 
 
@@ -276,13 +292,19 @@ def results(batch: dict[str, np.ndarray]) -> Iterator[tuple[Embedded, dict[str, 
         yield item, info
 
 
-def _write_to_server(ray: Any, ds: Any, index: ImageIndex, report: IndexReport, advance: Callable[[int], None]) -> None:
-    """Run the dataset into the Milvus server from the workers; their counts and failures join ``report``."""
+def _write_to_server(
+    ray: Any, dataset: Callable[[Any], Any], index: ImageIndex, report: IndexReport, advance: Callable[[int], None]
+) -> None:
+    """Run ``dataset(progress)`` into the Milvus server from the workers; their counts and failures join ``report``.
+
+    The bar follows the embedders (a counter actor they tell), not the write tasks, which take whole upserts
+    (:attr:`MilvusDatasink.min_rows_per_write`); at the end it is set to what was written."""
     from .ray_sink import MilvusDatasink, ProgressCounter
 
     counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
+    ds = dataset(counter)
     store = index.store
-    sink = MilvusDatasink(store.uri, store.collection, store.token, store.timeout, index.vector_index, counter)
+    sink = MilvusDatasink(store.uri, store.collection, store.token, store.timeout, index.vector_index)
     stop = threading.Event()
     seen = 0
 

@@ -29,7 +29,7 @@ _stores: dict[tuple[str, str], MilvusStore] = {}
 
 
 class ProgressCounter:
-    """A tiny Ray actor: files written so far, for the driver's progress bar."""
+    """A tiny Ray actor: files embedded so far (the embedders tell it), for the driver's progress bar."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -54,11 +54,9 @@ class MilvusDatasink(Datasink[dict[str, Any]]):
         token: str | None,
         timeout: float,
         vector_index: VectorIndex,
-        progress: Any = None,
     ) -> None:
         self.uri, self.collection, self.token, self.timeout = uri, collection, token, timeout
         self.vector_index = vector_index
-        self.progress = progress
         self.report = IndexReport()
 
     @property
@@ -79,12 +77,8 @@ class MilvusDatasink(Datasink[dict[str, Any]]):
             flush_every=None,
         )
         for block in blocks:
-            n = 0
             for item, info in results(BlockAccessor.for_block(block).to_batch_format("numpy")):
                 writer.embedded(item, info)
-                n += 1
-            if self.progress is not None:
-                self.progress.add.remote(n)
         writer.flush()
         return {"added": report.added, "updated": report.updated, "failed": report.failed}
 
