@@ -388,18 +388,15 @@ class Extractor:
                 img = load_image(
                     item, target=self.policy.target_size, max_pixels=self.max_pixels, max_bytes=self.max_bytes
                 )
-                width, height = full_size(img)  # a large JPEG is decoded smaller than it is
             elif isinstance(item, Image.Image):
                 img = to_rgb(item)
-                width, height = img.size
             elif isinstance(item, np.ndarray):
                 img = Image.fromarray(_as_hwc_uint8(item))
-                width, height = img.size
             elif isinstance(item, torch.Tensor):
                 img = Image.fromarray(_as_hwc_uint8(item.detach().cpu().numpy(), chw=True))
-                width, height = img.size
             else:
                 return _Loaded(source, None, f"unsupported input type {type(item).__name__}")
+            width, height = full_size(img)  # a large JPEG file is decoded smaller than it is
             return _Loaded(source, resize(to_tensor(img), self.policy), None, width, height)
         except ImageError as e:
             return _Loaded(source, None, e.reason)

@@ -16,9 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from extractor import load_image
-
-from . import names
+from . import names, thumbs
 from .duplicates import DuplicateGroup
 from .index import Hit
 
@@ -41,9 +39,7 @@ def _font(size: int = 12) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 def thumbnail(path: str | os.PathLike[str], size: int = THUMB) -> Image.Image:
     """An upright RGB thumbnail fitting ``size``×``size``; a grey tile if the file cannot be read."""
     try:
-        img = load_image(path, target=lambda w, h: (size, size))
-        img.thumbnail((size, size), Image.Resampling.LANCZOS)
-        return img
+        return thumbs.shrink(path, size)
     except Exception:
         return Image.new("RGB", (size, size), (128, 128, 128))
 

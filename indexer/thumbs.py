@@ -71,12 +71,18 @@ class ThumbnailCache:
         return thumb
 
 
-def make(path: str, size: int) -> bytes:
-    """JPEG bytes of ``path`` shrunk to fit ``size``×``size`` (JPEGs decoded at a reduced DCT scale)."""
+def shrink(path: str | os.PathLike[str], size: int) -> Image.Image:
+    """The upright RGB image of ``path`` fitting ``size``×``size`` (JPEGs decoded at a reduced DCT scale); raises
+    :class:`ImageError`. Also the contact sheets' and HTML pages' thumbnails (:mod:`indexer.render`)."""
     img = load_image(path, target=lambda w, h: (size, size))
     img.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return img
+
+
+def make(path: str, size: int) -> bytes:
+    """JPEG bytes of ``path`` shrunk to fit ``size``×``size``."""
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=QUALITY, optimize=True)
+    shrink(path, size).save(buf, "JPEG", quality=QUALITY, optimize=True)
     return buf.getvalue()
 
 
