@@ -1,13 +1,14 @@
 """Images → feature maps → embeddings: decoding, the input policy, backbones and the :class:`Extractor`.
 
-Names are imported on first use (PEP 562), so that ``import extractor`` — and the CLI's ``--help`` — do not load
+Names are imported on first use (PEP 562), so that ``import poolvec.extractor`` — and the CLI's ``--help`` — do not load
 torch until something needs it.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from poolvec import lazy_exports
 
 #: Public name → the submodule that defines it.
 _EXPORTS = {
@@ -15,9 +16,10 @@ _EXPORTS = {
     "DEFAULT_MAX_SIDE": "defaults",
     "DEFAULT_POOLING": "defaults",
     "DEFAULT_WEIGHTS": "defaults",
-    "DEFAULT_MAX_PIXELS": "images",
-    "IMAGE_EXTENSIONS": "images",
-    "iter_image_files": "images",
+    "DEFAULT_MAX_PIXELS": "defaults",
+    "IMAGE_EXTENSIONS": "files",
+    "iter_image_files": "files",
+    "require_existing": "files",
     "load_image": "images",
     "ExtractorError": "errors",
     "ImageError": "errors",
@@ -30,35 +32,34 @@ _EXPORTS = {
     "Extractor": "extractor",
     "ImageInput": "extractor",
     "pick_device": "extractor",
-    "InputPolicy": "preprocess",
+    "InputPolicy": "recipe",
+    "Recipe": "recipe",
+    "Runtime": "recipe",
+    "TuneRecord": "recipe",
     "Tuning": "tuning",
     "sample_evenly": "tuning",
 }
 
 if TYPE_CHECKING:
-    from .backbones import Backbone, BackboneSpec, available_backbones, build_backbone
-    from .defaults import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_POOLING, DEFAULT_WEIGHTS
-    from .edits import EditPolicy
-    from .embedded import Embedded
-    from .errors import ExtractorError, ImageError
-    from .extractor import Extractor, ImageInput, pick_device
-    from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, iter_image_files, load_image
-    from .preprocess import InputPolicy
-    from .tuning import Tuning, sample_evenly
+    from poolvec.extractor.backbones import Backbone, BackboneSpec, available_backbones, build_backbone
+    from poolvec.extractor.defaults import (
+        DEFAULT_BACKBONE,
+        DEFAULT_MAX_PIXELS,
+        DEFAULT_MAX_SIDE,
+        DEFAULT_POOLING,
+        DEFAULT_WEIGHTS,
+    )
+    from poolvec.extractor.edits import EditPolicy
+    from poolvec.extractor.embedded import Embedded
+    from poolvec.extractor.errors import ExtractorError, ImageError
+    from poolvec.extractor.extractor import Extractor, ImageInput, pick_device
+    from poolvec.extractor.files import IMAGE_EXTENSIONS, iter_image_files, require_existing
+    from poolvec.extractor.images import load_image
+    from poolvec.extractor.recipe import InputPolicy, Recipe, Runtime, TuneRecord
+    from poolvec.extractor.tuning import Tuning, sample_evenly
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -76,11 +77,15 @@ __all__ = [
     "ImageError",
     "ImageInput",
     "InputPolicy",
+    "Recipe",
+    "Runtime",
+    "TuneRecord",
     "Tuning",
     "available_backbones",
     "build_backbone",
     "iter_image_files",
     "load_image",
     "pick_device",
+    "require_existing",
     "sample_evenly",
 ]

@@ -25,9 +25,9 @@ import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-from .defaults import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
-from .errors import ExtractorError
-from .weights import PACKAGED, load_into, load_packaged, load_state_dict, sha256_of
+from poolvec.extractor.defaults import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
+from poolvec.extractor.errors import ExtractorError
+from poolvec.extractor.weights import PACKAGED, load_into, load_packaged, load_state_dict, sha256_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

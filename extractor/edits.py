@@ -1,6 +1,6 @@
 """Seeded image edits: the copies and near-copies an image meets once people repost it.
 
-Self-tuning (:meth:`extractor.Extractor.fit`) embeds each sampled image and a few edited copies of it, and
+Self-tuning (:meth:`poolvec.extractor.Extractor.fit`) embeds each sampled image and a few edited copies of it, and
 learns the projection under which an image and its copies coincide (``pooling``'s ``lw`` step). The edit
 family follows the copy-detection benchmarks (DISC21, Douze et al. 2021; AugLy, Papakipos & Bitton 2022):
 a few operations per copy, geometry first, then colour, overlays, rescaling and recompression.
@@ -22,7 +22,7 @@ import numpy as np
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
-from .errors import ExtractorError
+from poolvec.extractor.errors import ExtractorError
 
 #: Operations in the order they are applied within one edit (geometry, colour, overlays, then resampling).
 EDIT_KINDS = ("crop", "rotate", "flip", "paste", "colour", "greyscale", "blur", "overlay", "downscale", "jpeg")

@@ -9,13 +9,15 @@ import numpy as np
 
 @dataclass
 class Embedded:
-    """One result of :meth:`Extractor.embed_iter`: a vector, or the reason the input was skipped."""
+    """One result of :meth:`Extractor.embed_iter`: a vector, or the reason the input was skipped and its kind
+    (one of :data:`poolvec.extractor.errors.IMAGE_KINDS`)."""
 
     source: str
     vector: np.ndarray | None
     error: str | None = None
     width: int = 0
     height: int = 0
+    kind: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -23,25 +23,31 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pooling import Pipeline
-from pooling import build as build_pooling
-from pooling import from_dict as pooling_from_dict
-
-from . import priors
-from .backbones import Backbone, build_backbone
-from .batching import batched_in_order
-from .defaults import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_POOLING, DEFAULT_WEIGHTS
-from .embedded import Embedded
-from .errors import ExtractorError, ImageError
-from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EncodedImage, full_size, load_image, to_rgb
-from .jpeg import decode_resize, is_jpeg_path, read_jpeg
-from .preprocess import InputPolicy, normalize, resize, to_tensor
-from .tuning import Pairs, TuneProgress, Tuning, collect_pairs
+from poolvec.extractor import priors
+from poolvec.extractor.backbones import Backbone, build_backbone
+from poolvec.extractor.batching import batched_in_order
+from poolvec.extractor.defaults import (
+    DEFAULT_BACKBONE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    DEFAULT_POOLING,
+    DEFAULT_WEIGHTS,
+)
+from poolvec.extractor.embedded import Embedded
+from poolvec.extractor.errors import ExtractorError, ImageError
+from poolvec.extractor.images import EncodedImage, full_size, load_image, to_rgb
+from poolvec.extractor.jpeg import decode_resize, is_jpeg_path, read_jpeg
+from poolvec.extractor.preprocess import normalize, resize, to_tensor
+from poolvec.extractor.recipe import InputPolicy, Recipe, Runtime
+from poolvec.extractor.tuning import Pairs, TuneProgress, Tuning, collect_pairs
+from poolvec.pooling import Pipeline
+from poolvec.pooling import build as build_pooling
+from poolvec.pooling import from_dict as pooling_from_dict
 
 #: What :meth:`Extractor.embed` accepts per item: a path, a file's bytes (:class:`EncodedImage`), a PIL image, an
 #: HWC uint8 array or a CHW tensor.
 ImageInput = str | os.PathLike | EncodedImage | Image.Image | np.ndarray | torch.Tensor
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 #: Automatic batch size off the GPU: as many images as fit this many input pixels (4 at 320×240). On a 2-core
 #: CPU, EfficientNet-Lite0 ran fastest at 0.2–0.3 Mpixel per forward pass: 1.5–1.9× the speed of batches of 16
 #: at 320×240, whose 118 MB activations exceed glibc's mmap threshold and are faulted in afresh by every
@@ -54,7 +60,6 @@ TRACE_CHECKS = 8
 #: ``optimize="auto"`` traces once an Extractor has embedded this many images: the one-off trace (~0.9 s on a
 #: 2-core CPU) pays for itself after ~100 images (13.5 vs 22 ms per image), and single queries never pay it.
 AUTO_TRACE_AFTER = 64
-OPTIMIZE = ("auto", True, False)
 
 
 @dataclass
@@ -66,6 +71,7 @@ class _Loaded:
     height: int = 0
     data: torch.Tensor | None = None  # undecoded JPEG bytes (decoder="torchvision")
     vector: np.ndarray | None = None
+    kind: str | None = None  # of the error (poolvec.extractor.errors.IMAGE_KINDS)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -93,9 +99,10 @@ class Extractor:
         weights: ``"default"`` (packaged / torchvision DEFAULT / timm pretrained), a torchvision weights name,
             a local weights file, or ``None`` for seeded random weights (tests of shapes only).
         layer: feature-map layer (module path such as ``"layer3"`` or ``"blocks.5"``); ``None`` = last stage.
-        pooling: a pooling spec such as ``"gem(p=3) | l2"`` or a built :class:`pooling.Pipeline`. The default,
+        pooling: a pooling spec such as ``"gem(p=3) | l2"`` or a built :class:`poolvec.pooling.Pipeline`. The default,
             ``gem(p=3) | l2 | lw | l2``, ends in learned whitening: fitted on other photos for the default backbone
-            and input (:mod:`extractor.priors`), re-fitted on your own with :meth:`fit` (an index does it itself).
+            and input (:mod:`poolvec.extractor.priors`), re-fitted on your own with :meth:`fit` (an index does it
+            itself).
         max_side: longer side of the network input, aspect ratio kept (the default policy).
         size, crop: the square policy instead: ``size=224, crop=True`` is the classic resize + centre crop.
         scales: input scales combined by a power mean with the pooling's p (e.g. ``(1, 0.7071, 0.5)``).
@@ -113,6 +120,8 @@ class Extractor:
             queries); ``False``: never.
         decoder: ``"pil"`` (default) or ``"torchvision"``: JPEGs decoded and resized on ``device`` (nvJPEG on a
             GPU). Part of the embedding config, since the pixels differ slightly.
+        runtime: the speed settings above (``batch_size`` … ``max_bytes``) as one :class:`Runtime`; when given, it
+            is used instead of those keywords.
     """
 
     def __init__(
@@ -133,15 +142,11 @@ class Extractor:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
         decoder: str = "pil",
+        runtime: Runtime | None = None,
     ) -> None:
-        if batch_size is not None and batch_size < 1:
-            raise ExtractorError(f"batch_size must be ≥ 1, got {batch_size}")
-        if workers < 0:
-            raise ExtractorError(f"workers must be ≥ 0, got {workers}")
-        if optimize not in OPTIMIZE:
-            raise ExtractorError(f"optimize must be True, False or 'auto', got {optimize!r}")
-        if precision not in PRECISIONS:
-            raise ExtractorError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if runtime is None:
+            runtime = Runtime(batch_size, workers, str(device), precision, optimize, max_pixels, max_bytes)
+        self.runtime = runtime
         self.scales = tuple(float(s) for s in scales)
         if not self.scales or any(not (0.05 <= s <= 4) for s in self.scales):
             raise ExtractorError(f"scales must be a non-empty list of factors in 0.05..4, got {self.scales}")
@@ -153,13 +158,13 @@ class Extractor:
         self.policy = InputPolicy(
             max_side=max_side, size=size, crop=crop, mean=spec.mean, std=spec.std, decoder=decoder
         )
-        self.batch_size = batch_size
-        self.workers = workers
-        self.max_pixels = max_pixels
-        self.max_bytes = max_bytes
-        self.device = pick_device(device)
-        self.precision = precision
-        self.optimize = optimize
+        self.batch_size = runtime.batch_size
+        self.workers = runtime.workers
+        self.max_pixels = runtime.max_pixels
+        self.max_bytes = runtime.max_bytes
+        self.device = pick_device(runtime.device)
+        self.precision = runtime.precision
+        self.optimize = runtime.optimize
         self._traced: torch.jit.ScriptModule | None = None
         self._checked: set[tuple[int, ...]] = set()
         self._embedded = 0
@@ -178,44 +183,54 @@ class Extractor:
         """Dimension of the output vectors."""
         return self.pipeline.out_dim(self.backbone.spec.channels)
 
-    def config(self) -> dict[str, Any]:
-        """The embedding config: everything that decides the vectors (stored with every index)."""
+    @property
+    def recipe(self) -> Recipe:
+        """The recipe: everything that decides the vectors (an index stores it, with provenance)."""
         spec = self.backbone.spec
-        return {
-            "backbone": spec.name,
-            "weights": spec.weights,
-            "weights_id": spec.weights_id,
-            "layer": spec.layer,
-            "node": spec.node,
-            "channels": spec.channels,
-            "input": self.policy.to_dict(),
-            "scales": list(self.scales),
-            "pooling": self.pipeline.to_dict(),
-            "dim": self.dim,
-        }
+        return Recipe(
+            backbone=spec.name,
+            weights=spec.weights,
+            weights_id=spec.weights_id,
+            layer=spec.layer,
+            node=spec.node,
+            channels=spec.channels,
+            input=self.policy,
+            scales=self.scales,
+            pooling=self.pipeline.to_dict(),
+            dim=self.dim,
+        )
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, runtime: Runtime | None = None) -> Extractor:
+        """Rebuild the extractor that made ``recipe``'s vectors (refused if its weights now load differently)."""
+        pol = recipe.input
+        ex = cls(
+            backbone=recipe.backbone,
+            weights=recipe.weights,
+            layer=recipe.layer,
+            pooling=pooling_from_dict(recipe.pooling),
+            max_side=pol.max_side,
+            size=pol.size,
+            crop=pol.crop,
+            scales=recipe.scales,
+            decoder=pol.decoder,
+            runtime=runtime or Runtime(),
+        )
+        if ex.backbone.spec.weights_id != recipe.weights_id:
+            raise ExtractorError(
+                f"weights {recipe.weights!r} now load as {ex.backbone.spec.weights_id}, but the index was built "
+                f"with {recipe.weights_id}: give the original weights file"
+            )
+        return ex
+
+    def config(self) -> dict[str, Any]:
+        """The recipe in its stored form (:meth:`Recipe.to_dict`)."""
+        return self.recipe.to_dict()
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **runtime: Any) -> Extractor:
-        """Rebuild the extractor that :meth:`config` describes; ``runtime`` sets batch_size/workers/device/…"""
-        pol = config["input"]
-        ex = cls(
-            backbone=config["backbone"],
-            weights=config["weights"],
-            layer=config["layer"],
-            pooling=pooling_from_dict(config["pooling"]),
-            max_side=pol.get("max_side"),
-            size=pol.get("size"),
-            crop=bool(pol.get("crop", False)),
-            scales=config.get("scales", (1.0,)),
-            decoder=pol.get("decoder", "pil"),
-            **runtime,
-        )
-        if ex.backbone.spec.weights_id != config["weights_id"]:
-            raise ExtractorError(
-                f"weights {config['weights']!r} now load as {ex.backbone.spec.weights_id}, but the index was built "
-                f"with {config['weights_id']}: give the original weights file"
-            )
-        return ex
+        """Rebuild the extractor that :meth:`config` describes; ``runtime`` holds :class:`Runtime`'s fields."""
+        return cls.from_recipe(Recipe.from_dict(config), Runtime(**runtime))
 
     def __repr__(self) -> str:
         s = self.backbone.spec
@@ -230,7 +245,7 @@ class Extractor:
         rows = []
         for item in self.embed_iter(inputs):
             if item.error is not None:
-                raise ImageError(item.source, item.error)
+                raise ImageError(item.source, item.error, item.kind or "unreadable")
             rows.append(item.vector)
         return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
 
@@ -247,6 +262,11 @@ class Extractor:
                 "or choose a pooling that needs no fit, such as 'gem(p=3) | l2'"
             )
         return self._stream(inputs, post=True)
+
+    def embed_pooled(self, inputs: Iterable[ImageInput]) -> Iterator[Embedded]:
+        """As :meth:`embed_iter`, but the pooled vectors before the post-steps: what fitting learns from (the
+        post-steps need not be fitted yet)."""
+        return self._stream(inputs, post=False)
 
     def with_pipeline(self, pipeline: Pipeline) -> Extractor:
         """A twin of this extractor (same backbone, weights, trace and settings) with another pooling pipeline,
@@ -283,7 +303,7 @@ class Extractor:
                 if it.pixels is not None
             )
             self.pipeline.fit_pool(maps)
-        pooled = [e.vector for e in self._stream(sample, post=False) if e.vector is not None]
+        pooled = [e.vector for e in self.embed_pooled(sample) if e.vector is not None]
         if not pooled:
             raise ExtractorError("fit: none of the sample images could be used")
         self.pipeline.fit(np.stack(pooled))
@@ -295,7 +315,7 @@ class Extractor:
             raise ExtractorError("fit: learned whitening (lw) is fitted on image files; give paths")
         if not self.pipeline.pool.fitted:
             raise ExtractorError("fit: a pooling step that learns from maps (pwa) cannot be followed by lw")
-        pairs = collect_pairs(self, paths, tuning, progress)
+        pairs = collect_pairs(self.embed_pooled, self.policy, self.runtime, paths, tuning, progress)
         if len(pairs.pairs) == 0:
             reason = f" (e.g. {pairs.failed[0][0]}: {pairs.failed[0][1]})" if pairs.failed else ""
             raise ExtractorError(f"fit: none of the {len(paths)} images could be used{reason}")
@@ -336,7 +356,7 @@ class Extractor:
             process=lambda batch: self._embed_batch(batch, post),
             hold=self._hold,
         ):
-            yield Embedded(it.source, it.vector, it.error, it.width, it.height)
+            yield Embedded(it.source, it.vector, it.error, it.width, it.height, it.kind or (it.error and "unreadable"))
 
     @property
     def _hold(self) -> int:
@@ -367,7 +387,7 @@ class Extractor:
             res = decode_resize([loaded.data], self.policy, self.device)[0]
             loaded.error, loaded.pixels = (res, None) if isinstance(res, str) else (None, res[0])
         if loaded.error is not None:
-            raise ImageError(loaded.source, loaded.error)
+            raise ImageError(loaded.source, loaded.error, loaded.kind or "unreadable")
         assert loaded.pixels is not None
         return loaded.pixels
 
@@ -395,11 +415,11 @@ class Extractor:
             elif isinstance(item, torch.Tensor):
                 img = Image.fromarray(_as_hwc_uint8(item.detach().cpu().numpy(), chw=True))
             else:
-                return _Loaded(source, None, f"unsupported input type {type(item).__name__}")
+                return _Loaded(source, None, f"unsupported input type {type(item).__name__}", kind="not_image")
             width, height = full_size(img)  # a large JPEG file is decoded smaller than it is
             return _Loaded(source, resize(to_tensor(img), self.policy), None, width, height)
         except ImageError as e:
-            return _Loaded(source, None, e.reason)
+            return _Loaded(source, None, e.reason, kind=e.kind)
         except (ValueError, TypeError, OSError, MemoryError) as e:
             return _Loaded(source, None, f"cannot use image: {e}")
 

@@ -1,4 +1,4 @@
-"""Finding image files and decoding them into RGB PIL images, safely.
+"""Decoding image files into RGB PIL images, safely (finding them: :mod:`.files`).
 
 Decoding applies the EXIF orientation, converts every mode to RGB (alpha composited on white), refuses
 decompression bombs before any pixel is decoded, and for JPEGs decodes at a reduced DCT scale when the
@@ -7,40 +7,22 @@ image will be shrunk anyway (``Image.draft``: 2–4× less decode time on large 
 
 from __future__ import annotations
 
-import errno
 import functools
-import hashlib
 import io
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from poolvec.extractor.defaults import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from poolvec.extractor.errors import ImageError
+from poolvec.extractor.files import PLUGINS
 
-#: Extensions indexed by default (lower case): the raster formats Pillow's wheels decode (JPEG and its MPO/JFIF
-#: variants, PNG/APNG, WebP, AVIF, GIF, TIFF, BMP, JPEG 2000, the Netpbm family, ICO/ICNS, TGA, QOI), plus HEIC/HEIF,
-#: which need the pillow-heif plugin (``pip install "poolvec[heif]"``; without it such files are skipped with that
-#: reason). The extension only chooses which files are looked at: the content decides how a file is decoded, so a PNG
-#: named ``.jpg`` is read as the PNG it is, and a text file named ``.jpg`` is skipped as "not a recognised image".
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".apng", ".webp", ".avif", ".gif", ".bmp", ".dib"}
-    | {".tif", ".tiff", ".jp2", ".j2k", ".jpf", ".jpx", ".pbm", ".pgm", ".ppm", ".pnm", ".pfm"}
-    | {".ico", ".icns", ".tga", ".qoi", ".heic", ".heif"}
-)
-#: Extensions whose decoder is a plugin, and the package that brings it.
-PLUGINS = {".heic": "pillow-heif", ".heif": "pillow-heif"}
-
-#: Pillow's own decompression-bomb threshold (about 89.5 megapixels), used as our default limit.
-DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
 #: ``Image.info`` key where :func:`load_image` records the image's full upright (width, height): a JPEG decoded at a
 #: reduced DCT scale is smaller than the picture it holds.
 FULL_SIZE = "poolvec.full_size"
-#: Files larger than this are skipped unread (no photo format needs more; a 100 MP 16-bit TIFF is 600 MB).
-DEFAULT_MAX_BYTES: int = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -56,72 +38,6 @@ class EncodedImage:
 
     def __repr__(self) -> str:
         return f"EncodedImage({self.name!r}, {len(self.data)} bytes)"
-
-
-def iter_image_files(
-    root: str | os.PathLike[str],
-    *,
-    recursive: bool = True,
-    extensions: Iterable[str] = IMAGE_EXTENSIONS,
-    follow_symlinks: bool = False,
-    on_skip: Callable[[str, str], None] | None = None,
-) -> Iterator[Path]:
-    """Yield the image files under ``root`` in a stable (sorted) order, as absolute paths.
-
-    Files are chosen by extension (case-insensitive; the content decides how a file is decoded, so a PNG named
-    ``.jpg`` is read as the PNG it is). Directories named like images are not files and are not listed.
-    Symlinked files are listed (a dangling one then fails with its reason when read); symlinked directories are
-    followed only with ``follow_symlinks`` (loops are cut). A folder that cannot be read (permission, a path
-    longer than the system allows) is passed to ``on_skip(path, reason)`` — nothing is skipped in silence.
-    """
-    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    top = Path(root).expanduser().absolute()
-    if top.is_file():
-        yield top
-        return
-    if not top.is_dir():
-        raise ImageError(str(top), "no such file or directory")
-    seen: set[tuple[int, int]] = set()
-
-    def skip(path: str, e: OSError) -> None:
-        if on_skip is not None:
-            reason = "path too long for the system" if e.errno == errno.ENAMETOOLONG else (e.strerror or str(e))
-            on_skip(path, f"folder not read: {reason}")
-
-    def walk(folder: Path) -> Iterator[Path]:
-        try:
-            st = folder.stat()
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                return
-            seen.add(key)
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as e:
-            skip(str(folder), e)
-            return
-        subdirs = []
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=follow_symlinks):
-                    subdirs.append(Path(entry.path))
-                elif Path(entry.name).suffix.lower() in exts:
-                    yield Path(entry.path)
-            except OSError as e:
-                skip(entry.path, e)
-        if recursive:
-            for sub in subdirs:
-                yield from walk(sub)
-
-    yield from walk(top)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 hex digest of a file's bytes, read in 1 MiB chunks (content identity of images and weights)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_image(
@@ -146,17 +62,21 @@ def load_image(
         if encoded is None:
             st = os.stat(name)
             if not stat.S_ISREG(st.st_mode):
-                kind = "is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (FIFO, device or socket)"
-                raise ImageError(name, kind)
+                what = "is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (FIFO, device or socket)"
+                raise ImageError(name, what, "not_image")
             size = st.st_size
         else:
             size = len(encoded.data)
         if max_bytes is not None and size > max_bytes:
-            raise ImageError(name, f"file too large ({size} bytes > {max_bytes}); raise max_bytes to allow it")
+            raise ImageError(
+                name, f"file too large ({size} bytes > {max_bytes}); raise max_bytes to allow it", "too_large"
+            )
         with Image.open(io.BytesIO(encoded.data) if encoded is not None else name) as img:
             w, h = img.size
             if max_pixels is not None and w * h > max_pixels:
-                raise ImageError(name, f"too many pixels ({w}×{h} > {max_pixels}); raise max_pixels to allow it")
+                raise ImageError(
+                    name, f"too many pixels ({w}×{h} > {max_pixels}); raise max_pixels to allow it", "too_large"
+                )
             if target is not None and img.format == "JPEG":
                 tw, th = target(w, h)
                 if tw < w and th < h:
@@ -170,23 +90,33 @@ def load_image(
         raise
     except FileNotFoundError:
         reason = "broken symbolic link" if os.path.islink(name) else "file not found"
-        raise ImageError(name, reason) from None
+        raise ImageError(name, reason, "not_found") from None
     except IsADirectoryError:
-        raise ImageError(name, "is a directory") from None
+        raise ImageError(name, "is a directory", "not_image") from None
     except PermissionError:
         raise ImageError(name, "permission denied") from None
     except UnidentifiedImageError:
         plugin = PLUGINS.get(os.path.splitext(name)[1].lower())
         if plugin is not None and not _register_plugins():
-            raise ImageError(name, f"this format needs the {plugin} plugin: pip install 'poolvec[heif]'") from None
-        raise ImageError(name, "not a recognised image format") from None
+            raise ImageError(
+                name, f"this format needs the {plugin} plugin: pip install 'poolvec[heif]'", "not_image"
+            ) from None
+        raise ImageError(name, "not a recognised image format", "not_image") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(name, f"too many pixels (Pillow's decompression-bomb guard: {e})") from None
+        raise ImageError(name, f"too many pixels (Pillow's decompression-bomb guard: {e})", "too_large") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(name, f"cannot decode: {e}") from None
 
 
 @functools.cache
+def thumbnail(path: str | os.PathLike[str], size: int) -> Image.Image:
+    """The upright RGB image of ``path`` fitting ``size``×``size`` (JPEGs decoded at a reduced DCT scale); raises
+    :class:`ImageError`. The thumbnails of the server, the contact sheets and the HTML pages."""
+    img = load_image(path, target=lambda w, h: (size, size))
+    img.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return img
+
+
 def _register_plugins() -> bool:
     """Let Pillow open HEIC/HEIF when pillow-heif is installed (once); returns whether it is."""
     try:

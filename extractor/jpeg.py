@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .errors import ImageError
-from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, EncodedImage
-from .preprocess import InputPolicy, resize
+from poolvec.extractor.defaults import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from poolvec.extractor.errors import ImageError
+from poolvec.extractor.images import EncodedImage
+from poolvec.extractor.preprocess import InputPolicy, resize
 
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
@@ -35,20 +36,22 @@ def read_jpeg(
     data = path.data if isinstance(path, EncodedImage) else None
     name = path.name if isinstance(path, EncodedImage) else path
     if data is None and not os.path.isfile(name):
-        raise ImageError(name, "file not found" if not os.path.exists(name) else "not a regular file")
+        if not os.path.exists(name):
+            raise ImageError(name, "file not found", "not_found")
+        raise ImageError(name, "not a regular file", "not_image")
     size = len(data) if data is not None else os.path.getsize(name)
     if max_bytes is not None and size > max_bytes:
-        raise ImageError(name, f"file too large ({size} bytes > {max_bytes}); raise max_bytes to allow it")
+        raise ImageError(name, f"file too large ({size} bytes > {max_bytes}); raise max_bytes to allow it", "too_large")
     try:
         with Image.open(io.BytesIO(data) if data is not None else name) as img:  # header only
             w, h = img.size
             fmt = img.format
     except Exception as e:
-        raise ImageError(name, f"not a recognised image format ({type(e).__name__})") from None
+        raise ImageError(name, f"not a recognised image format ({type(e).__name__})", "not_image") from None
     if fmt != "JPEG":
-        raise ImageError(name, f"named like a JPEG but is {fmt}")
+        raise ImageError(name, f"named like a JPEG but is {fmt}", "not_image")
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageError(name, f"too many pixels ({w}×{h} > {max_pixels}); raise max_pixels to allow it")
+        raise ImageError(name, f"too many pixels ({w}×{h} > {max_pixels}); raise max_pixels to allow it", "too_large")
     if data is None:
         with open(name, "rb") as f:
             data = f.read()

@@ -7,68 +7,12 @@ square policy (``size=224, crop=True``: shorter side to 224, centre crop) remain
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from .defaults import DECODERS, DEFAULT_MAX_SIDE
-from .errors import ExtractorError
-
-
-@dataclass(frozen=True)
-class InputPolicy:
-    """How images are sized and normalised before the backbone; part of the index's embedding config."""
-
-    max_side: int | None = DEFAULT_MAX_SIDE
-    size: int | None = None
-    crop: bool = False
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    decoder: str = "pil"
-
-    def __post_init__(self) -> None:
-        if self.decoder not in DECODERS:
-            raise ExtractorError(f"input policy: decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
-        if (self.max_side is None) == (self.size is None):
-            raise ExtractorError("input policy: give exactly one of max_side (keep aspect) or size (square)")
-        for name in ("max_side", "size"):
-            v = getattr(self, name)
-            if v is not None and not (8 <= v <= 8192):
-                raise ExtractorError(f"input policy: {name}={v} is out of range 8..8192")
-        if self.crop and self.size is None:
-            raise ExtractorError("input policy: crop=True needs size=N (shorter side to N, centre crop N×N)")
-
-    def target_size(self, width: int, height: int) -> tuple[int, int]:
-        """Output (width, height) for an image of the given size, before any crop."""
-        if self.max_side is not None:
-            scale = self.max_side / max(width, height)
-            return max(1, round(width * scale)), max(1, round(height * scale))
-        assert self.size is not None
-        if not self.crop:
-            return self.size, self.size
-        scale = self.size / min(width, height)
-        return max(self.size, round(width * scale)), max(self.size, round(height * scale))
-
-    def to_dict(self) -> dict:
-        """JSON-serialisable form, stored in the index config."""
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> InputPolicy:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            max_side=d.get("max_side"),
-            size=d.get("size"),
-            crop=bool(d.get("crop", False)),
-            mean=tuple(d["mean"]),  # type: ignore[arg-type]
-            std=tuple(d["std"]),  # type: ignore[arg-type]
-            decoder=d.get("decoder", "pil"),
-        )
+from poolvec.extractor.recipe import InputPolicy
 
 
 def resize(pixels: torch.Tensor, policy: InputPolicy) -> torch.Tensor:

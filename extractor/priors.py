@@ -1,9 +1,9 @@
 """Packaged learned whitening: what ``lw`` learnt on other photos, for embedding without an index.
 
-An :class:`~extractor.Extractor` whose pooling has an unfitted ``lw`` step starts from a packaged fit when
+An :class:`~poolvec.extractor.Extractor` whose pooling has an unfitted ``lw`` step starts from a packaged fit when
 one matches its backbone, weights, layer and the pooling before ``lw`` (the default backbone does, at any
 input size): ``Extractor().embed(image)`` then gives tuned vectors with no collection at all. An index re-fits
-``lw`` on its own photos and mixes this prior's pair covariance in (:class:`pooling.post.PairPrior`), which
+``lw`` on its own photos and mixes this prior's pair covariance in (:class:`poolvec.pooling.post.PairPrior`), which
 helps most where the collection is small.
 
 A prior file is a ``.npz`` (read with ``allow_pickle=False``: it cannot run code) holding ``mean`` [D],
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pooling import Pipeline
-from pooling.post import LearnedWhitening, PairPrior, encode_tensor
-from pooling.spec import format_step
+from poolvec.pooling import Pipeline
+from poolvec.pooling.post import LearnedWhitening, PairPrior, encode_tensor
+from poolvec.pooling.spec import format_step
 
 #: Where packaged priors live (package data).
 PRIOR_DIR = Path(__file__).resolve().parent / "data"

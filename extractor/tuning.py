@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,17 +28,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .defaults import DEFAULT_TUNE_EDITS
-from .edits import EditPolicy, edit_rng, random_edit
-from .errors import ExtractorError, ImageError
-from .images import load_image
+from poolvec.extractor.defaults import DEFAULT_TUNE_EDITS
+from poolvec.extractor.edits import EditPolicy, edit_rng, random_edit
+from poolvec.extractor.errors import ExtractorError, ImageError
+from poolvec.extractor.images import load_image
 
 if TYPE_CHECKING:
-    from .embedded import Embedded
-    from .extractor import Extractor
+    from poolvec.extractor.embedded import Embedded
+    from poolvec.extractor.recipe import InputPolicy, Runtime
 
 #: Progress callback while tuning: ``(images done, images in all)``.
 TuneProgress = Callable[[int, int], None]
+#: Inputs → their pooled vectors before the post-steps, in order (:meth:`Extractor.embed_pooled`).
+EmbedPooled = Callable[[Iterable[Any]], Iterator["Embedded"]]
 #: Pictures kept aside as backgrounds that ``paste`` edits paste other images onto.
 BACKGROUNDS = 8
 
@@ -53,10 +55,10 @@ class Tuning:
             ``1..max_per_image``).
         max_per_image: most copies of one image.
         seed: seed of the copies (with each image's path: the same collection gives the same pairs).
-        prior_weight: the packaged prior's pair covariance (learnt on other photos, :mod:`extractor.priors`)
+        prior_weight: the packaged prior's pair covariance (learnt on other photos, :mod:`poolvec.extractor.priors`)
             counts as this many pairs; 0 fits on the collection alone. On images the map never saw, 2 000 pairs
             of prior lifted recall@1 by 1–4 points at no cost on the images it was fitted on.
-        policy: the edits (see :class:`extractor.edits.EditPolicy`).
+        policy: the edits (see :class:`poolvec.extractor.edits.EditPolicy`).
     """
 
     images: int = 768
@@ -132,17 +134,21 @@ def _fit(w: int, h: int, side: int) -> tuple[int, int]:
 
 
 def collect_pairs(
-    extractor: Extractor,
+    embed_pooled: EmbedPooled,
+    policy: InputPolicy,
+    runtime: Runtime,
     paths: Sequence[str | os.PathLike[str]],
     tuning: Tuning,
     progress: TuneProgress | None = None,
 ) -> Pairs:
-    """Sample ``paths`` (a collection) evenly as ``tuning.plan`` says; embed the sample and seeded edited copies."""
+    """Sample ``paths`` (a collection) evenly as ``tuning.plan`` says; embed the sample and seeded edited copies
+    with ``embed_pooled`` (an extractor's :meth:`~poolvec.extractor.Extractor.embed_pooled`), editing copies at twice
+    ``policy``'s input side within ``runtime``'s limits and threads."""
     start = time.perf_counter()
     n, per_image = tuning.plan(len(paths))
     files = [os.fspath(p) for p in sample_evenly(paths, n)]
-    side = 2 * max(extractor.policy.max_side or 0, extractor.policy.size or 0)
-    limits = (extractor.max_pixels, extractor.max_bytes)
+    side = 2 * policy.side
+    limits = (runtime.max_pixels, runtime.max_bytes)
     backgrounds = []
     for path in files[:BACKGROUNDS]:
         try:
@@ -168,7 +174,7 @@ def collect_pairs(
     is_original: list[bool] = []
 
     def items() -> Iterator[Any]:
-        for i, (path, edited) in enumerate(zip(files, _ahead(make, files, extractor.workers), strict=True)):
+        for i, (path, edited) in enumerate(zip(files, _ahead(make, files, runtime.workers), strict=True)):
             if isinstance(edited, str):
                 failed.append((path, edited))
                 continue
@@ -180,7 +186,7 @@ def collect_pairs(
     vectors: list[np.ndarray | None] = []
     originals: dict[str, Embedded] = {}
     done = -1
-    for j, item in enumerate(extractor._stream(items(), post=False)):
+    for j, item in enumerate(embed_pooled(items())):
         vectors.append(item.vector)
         if is_original[j]:
             if item.error is not None:

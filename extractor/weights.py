@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import ExtractorError
-from .images import file_sha256
+from poolvec.extractor.errors import ExtractorError
+from poolvec.extractor.files import file_sha256
 
 #: timm architecture → (package module, model-file class) for the packaged checkpoints.
 PACKAGED: dict[str, tuple[str, str]] = {

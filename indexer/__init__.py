@@ -1,57 +1,49 @@
-"""Vectors ↔ Milvus: :class:`ImageIndex` (sync folders, search by image, duplicates) and the ``poolvec`` CLI.
+"""Vectors ↔ Milvus: :class:`ImageIndex` (sync folders, search by image, duplicates), the CLI and the server.
 
-Names are imported on first use (PEP 562): the CLI module imports this package, and ``poolvec --help`` must not
-load torch or pymilvus.
+Rooms: ``milvus/`` (Milvus access: the store, row schema, Lite, filters, file names), ``ops/`` (operations that
+read or rewrite many rows: sync, tune, DBA, reroot, the Ray engine), ``dups/`` (duplicate finding), ``serve/`` (the
+HTTP server and its page), ``cli/`` (the ``poolvec`` command). Names are imported on first use (PEP 562): the CLI
+imports this package, and ``poolvec --help`` must not load torch or pymilvus.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from poolvec import lazy_exports
 
 #: Public name → the submodule that defines it.
 _EXPORTS = {
-    "fingerprint": "config",
-    "DuplicateGroup": "duplicates",
+    "DuplicateGroup": "dups.find",
     "BackendError": "errors",
     "ConfigMismatchError": "errors",
     "IndexerError": "errors",
     "DEFAULT_COLLECTION": "index",
     "DEFAULT_URI": "index",
-    "Hit": "index",
+    "Hit": "query",
     "ImageIndex": "index",
     "EmbeddingOptions": "options",
-    "MilvusStore": "store",
-    "VectorIndex": "store",
-    "IndexReport": "sync",
-    "path_id": "sync",
+    "Shard": "options",
+    "RayOptions": "ops.ray.options",
+    "MilvusStore": "milvus.store",
+    "VectorIndex": "milvus.vector_index",
+    "IndexReport": "ops.sync",
+    "path_id": "milvus.schema",
 }
 
 if TYPE_CHECKING:
-    from . import pending, retune
-    from .config import fingerprint
-    from .duplicates import DuplicateGroup
-    from .errors import BackendError, ConfigMismatchError, IndexerError
-    from .index import DEFAULT_COLLECTION, DEFAULT_URI, Hit, ImageIndex
-    from .options import EmbeddingOptions
-    from .store import MilvusStore, VectorIndex
-    from .sync import IndexReport, path_id
+    from poolvec.indexer.dups.find import DuplicateGroup
+    from poolvec.indexer.errors import BackendError, ConfigMismatchError, IndexerError
+    from poolvec.indexer.index import DEFAULT_COLLECTION, DEFAULT_URI, ImageIndex
+    from poolvec.indexer.milvus.schema import path_id
+    from poolvec.indexer.milvus.store import MilvusStore
+    from poolvec.indexer.milvus.vector_index import VectorIndex
+    from poolvec.indexer.ops.ray.options import RayOptions
+    from poolvec.indexer.ops.sync import IndexReport
+    from poolvec.indexer.options import EmbeddingOptions, Shard
+    from poolvec.indexer.query import Hit
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("pending", "retune"):
-        return import_module(f".{name}", __name__)
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS, "pending", "retune"])
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DEFAULT_COLLECTION",
@@ -65,9 +57,8 @@ __all__ = [
     "IndexReport",
     "IndexerError",
     "MilvusStore",
+    "RayOptions",
+    "Shard",
     "VectorIndex",
-    "fingerprint",
     "path_id",
-    "pending",
-    "retune",
 ]

@@ -26,15 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from extractor import IMAGE_EXTENSIONS, ImageError, iter_image_files, load_image
-
-from .errors import IndexerError
-from .sync import path_id
+from poolvec.extractor import IMAGE_EXTENSIONS, ImageError, iter_image_files, load_image
+from poolvec.indexer.errors import IndexerError
+from poolvec.indexer.milvus.schema import path_id
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .index import ImageIndex
+    from poolvec.indexer.index import ImageIndex
 
 #: The cut-offs reported by default (revisitop reports mP@1, 5, 10).
 KS: tuple[int, ...] = (1, 5, 10)

@@ -1,9 +1,10 @@
-"""The embedding options of the CLI, the HTTP server and the Ray engine, as one object.
+"""The options people give — on the CLI, to the HTTP server, to the Ray engine — as typed objects.
 
-:class:`EmbeddingOptions` holds everything that decides how images become vectors (the *recipe*: backbone,
-weights, layer, pooling, input policy, scales, decoder) and how fast that runs here (batch size, decode
-threads, device, tracing). The recipe is stored with an index; the runtime part is not. Importing this module
-imports no torch: the CLI's ``--help`` stays instant.
+:class:`EmbeddingOptions` holds how images should become vectors (the recipe asked for: backbone, weights, layer,
+pooling, input policy, scales, decoder) and how fast that runs here (its :attr:`~EmbeddingOptions.runtime`). An index
+stores the :class:`~poolvec.extractor.Recipe` these options make; the runtime part is never stored.
+:class:`Shard` is one process's share of a job. Importing this module imports no torch: the CLI's ``--help``
+stays instant.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from extractor.defaults import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_POOLING, DEFAULT_WEIGHTS
-
-from .errors import IndexerError
+from poolvec.extractor.defaults import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_POOLING, DEFAULT_WEIGHTS
+from poolvec.extractor.recipe import Runtime
+from poolvec.indexer.errors import IndexerError
 
 if TYPE_CHECKING:
-    from extractor import Extractor
+    from poolvec.extractor import Extractor
 
 #: The fields that decide the vectors (stored with an index); the others only decide speed.
 RECIPE = ("backbone", "weights", "layer", "pooling", "max_side", "size", "crop", "scales", "decoder")
+#: The speed settings, the fields of :class:`~poolvec.extractor.Runtime` that people set.
+RUNTIME = ("batch_size", "workers", "device", "precision", "optimize")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class EmbeddingOptions:
     batch_size: int | None = None
     workers: int = 2
     device: str = "auto"
+    precision: str = "auto"
     optimize: bool | str = "auto"
 
     @property
@@ -46,14 +50,16 @@ class EmbeddingOptions:
         default = EmbeddingOptions()
         return all(getattr(self, f) == getattr(default, f) for f in RECIPE)
 
-    def runtime(self) -> dict[str, Any]:
-        """The speed settings, as ``ImageIndex``/``Extractor.from_config`` take them."""
-        return {
-            "batch_size": self.batch_size,
-            "workers": self.workers,
-            "device": self.device,
-            "optimize": self.optimize,
-        }
+    @property
+    def runtime(self) -> Runtime:
+        """The speed settings (checked)."""
+        return Runtime(
+            batch_size=self.batch_size,
+            workers=self.workers,
+            device=self.device,
+            precision=self.precision,
+            optimize=self.optimize,
+        )
 
     def with_runtime(self, **changes: Any) -> EmbeddingOptions:
         """A copy with some fields changed."""
@@ -73,9 +79,15 @@ class EmbeddingOptions:
             raise IndexerError(f"--scales must be positive numbers, got {self.scales!r}")
         return values
 
+    def check(self) -> EmbeddingOptions:
+        """Refuse bad values before anything loads (scales, runtime settings); returns ``self``."""
+        self.scale_values()
+        self.runtime  # noqa: B018  (validates)
+        return self
+
     def extractor(self) -> Extractor:
-        """Build the :class:`extractor.Extractor` these options describe (loads the model)."""
-        from extractor import Extractor
+        """Build the :class:`~poolvec.extractor.Extractor` these options describe (loads the model)."""
+        from poolvec.extractor import Extractor
 
         return Extractor(
             backbone=self.backbone,
@@ -87,8 +99,39 @@ class EmbeddingOptions:
             crop=self.crop,
             scales=self.scale_values(),
             decoder=self.decoder,
-            **self.runtime(),
+            runtime=self.runtime,
         )
 
 
-__all__ = ["RECIPE", "EmbeddingOptions"]
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count``: one process's share of a job, by the stable path id, so that every process
+    agrees on who takes which file."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not (self.count >= 1 and 0 <= self.index < self.count):
+            raise IndexerError(f"shard must be I/N with 0 ≤ I < N, got {self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, spec: str | tuple[int, int] | Shard | None) -> Shard | None:
+        """``"I/N"``, ``(i, n)`` or a :class:`Shard` (``None``: the whole job)."""
+        if spec is None or isinstance(spec, Shard):
+            return spec
+        if isinstance(spec, str):
+            try:
+                i, n = (int(v) for v in spec.split("/"))
+            except ValueError:
+                raise IndexerError(f"--shard must look like I/N (e.g. 0/4), got {spec!r}") from None
+            return cls(i, n)
+        i, n = spec
+        return cls(int(i), int(n))
+
+    def takes(self, key: int) -> bool:
+        """Whether this shard takes the file whose path id is ``key``."""
+        return key % self.count == self.index
+
+
+__all__ = ["RECIPE", "RUNTIME", "EmbeddingOptions", "Shard"]

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from . import names, thumbs
-from .duplicates import DuplicateGroup
-from .index import Hit
+from poolvec.extractor.images import thumbnail as fitted
+from poolvec.indexer.dups.find import DuplicateGroup
+from poolvec.indexer.milvus import names
+from poolvec.indexer.query import Hit
 
 THUMB = 160
 LABEL = 34
@@ -39,7 +40,7 @@ def _font(size: int = 12) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 def thumbnail(path: str | os.PathLike[str], size: int = THUMB) -> Image.Image:
     """An upright RGB thumbnail fitting ``size``×``size``; a grey tile if the file cannot be read."""
     try:
-        return thumbs.shrink(path, size)
+        return fitted(path, size)
     except Exception:
         return Image.new("RGB", (size, size), (128, 128, 128))
 
@@ -156,3 +157,23 @@ def _write(out: str | os.PathLike[str], text: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return out
+
+
+def search_outputs(
+    results: Sequence[tuple[str, list[Hit]]], grid: str | os.PathLike[str] | None, html: str | os.PathLike[str] | None
+) -> None:
+    """Write the contact sheet and/or the page of search results that were asked for (``None``: not asked)."""
+    if grid is not None:
+        search_sheet(results, grid)
+    if html is not None:
+        search_html(results, html)
+
+
+def duplicates_outputs(
+    groups: Sequence[DuplicateGroup], grid: str | os.PathLike[str] | None, html: str | os.PathLike[str] | None
+) -> None:
+    """Write the contact sheet and/or the page of duplicate groups that were asked for (``None``: not asked)."""
+    if grid is not None:
+        duplicates_sheet(groups, grid)
+    if html is not None:
+        duplicates_html(groups, html)

@@ -1,16 +1,17 @@
 """The JSON shapes of results, shared by the CLI's ``--json`` output and the HTTP API (``poolvec serve``), so that
-a client reading one can read the other. File names go out as :func:`indexer.names.json_fields` writes them."""
+a client reading one can read the other. File names go out as :func:`poolvec.indexer.milvus.names.json_fields` writes
+them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import names
+from poolvec.indexer.milvus import names
 
 if TYPE_CHECKING:  # for annotations only: importing this module loads neither torch nor pymilvus
-    from .duplicates import DuplicateGroup
-    from .index import Hit
+    from poolvec.indexer.dups.find import DuplicateGroup
+    from poolvec.indexer.query import Hit
 
 
 def hit_json(rank: int, hit: Hit) -> dict[str, Any]:

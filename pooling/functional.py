@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .regions import rmac_levels
+from poolvec.pooling.regions import rmac_levels
 
 __all__ = [
     "avgmax",
@@ -305,7 +305,7 @@ def _rmac_kernel(x: Tensor, m: Tensor | None, levels: int, overlap: float, eps: 
 
 def rmac(x: Tensor, mask: Tensor | None = None, levels: int = 3, overlap: float = 0.4, eps: float = 1e-6) -> Tensor:
     """R-MAC — regional MAC: ``v = Σ_{R} mac(x_R) / (‖mac(x_R)‖ + eps)`` over the global region plus the
-    square regions of ``levels`` scales (D = C). The grid is cirtorch's (see :mod:`pooling.regions`):
+    square regions of ``levels`` scales (D = C). The grid is cirtorch's (see :mod:`poolvec.pooling.regions`):
     side ``⌊2·min(H,W)/(l+1)⌋``, count on the long side chosen for ~``overlap`` overlap.
 
     Tolias, Sicre & Jégou, "Particular object retrieval with integral max-pooling of CNN activations",

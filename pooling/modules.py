@@ -1,6 +1,6 @@
 """``nn.Module`` forms of the pooling functions, for training and for ``torch.jit.trace`` / ``torch.compile``.
 
-Thin wrappers in the style of cirtorch's ``layers/pooling.py``: the math stays in :mod:`pooling.functional`,
+Thin wrappers in the style of cirtorch's ``layers/pooling.py``: the math stays in :mod:`poolvec.pooling.functional`,
 modules only hold parameters (GeM's learnable p) and fixed settings.
 """
 
@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import functional as PF
-from .post import l2n
-from .regions import rmac_levels
-from .spec import METHODS, PoolingError
+from poolvec.pooling import functional as PF
+from poolvec.pooling.post import l2n
+from poolvec.pooling.regions import rmac_levels
+from poolvec.pooling.spec import METHODS, PoolingError
 
 __all__ = ["L2N", "GeM", "Pool", "RGeM"]
 
@@ -69,7 +69,7 @@ class Pool(nn.Module):
 
     def __init__(self, method: str, **params: Any):
         super().__init__()
-        from .spec import format_step, parse
+        from poolvec.pooling.spec import format_step, parse
 
         args = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in params.items())
         name, full = parse(f"{method}({args})" if args else method)[0]

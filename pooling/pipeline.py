@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import functional as PF
-from . import post
-from .spec import METHODS, MethodInfo, PoolingError, format_step, format_value, parse, parse_step
+from poolvec.pooling import functional as PF
+from poolvec.pooling import post
+from poolvec.pooling.spec import METHODS, MethodInfo, PoolingError, format_step, format_value, parse, parse_step
 
 __all__ = ["DEFAULT_SPEC", "Pipeline", "PoolStep", "build", "from_dict"]
 

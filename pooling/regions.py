@@ -39,7 +39,7 @@ def rmac_levels(height: int, width: int, levels: int = 3, overlap: float = 0.4) 
     Level ``l`` (1-based) uses regions of side ``⌊2·min(H, W)/(l+1)⌋``; along the long side ``l + extra``
     regions are placed, ``extra`` (0 for square maps) chosen among 1…6 so that neighbouring regions overlap
     closest to ``overlap``. Levels whose side rounds to 0 are dropped. Pure Python (float32 emulated), so it
-    is a constant for ``torch.jit.trace``; :mod:`pooling.modules` marks it one for ``torch.compile`` (marking
+    is a constant for ``torch.jit.trace``; :mod:`poolvec.pooling.modules` marks it one for ``torch.compile`` (marking
     it here would import ``torch._dynamo``, ~1 s, on every start).
     """
     return _levels(int(height), int(width), int(levels), float(overlap))

@@ -23,7 +23,9 @@ __all__ = ["METHODS", "MethodInfo", "Param", "PoolingError", "format_step", "met
 
 class PoolingError(ValueError):
     """A user-caused pooling problem (bad spec, unfitted step, mismatched input); the message says what to
-    do."""
+    do. Its ``kind`` for the error policy (:mod:`poolvec.indexer.errors`) is ``usage``."""
+
+    kind = "usage"
 
 
 @dataclass(frozen=True)
@@ -524,7 +526,7 @@ def parse(spec: str) -> list[tuple[str, dict[str, Any]]]:
 
 def out_dim(spec: str, channels: int) -> int:
     """The output dimension of an (unfitted) spec for maps of ``channels`` channels, from the registry alone (no
-    torch): what :meth:`pooling.Pipeline.out_dim` gives before any step is fitted."""
+    torch): what :meth:`poolvec.pooling.Pipeline.out_dim` gives before any step is fitted."""
     d = int(channels)
     for name, params in parse(spec):
         d = int(METHODS[name].dim_fn(d, params))

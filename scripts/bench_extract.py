@@ -28,13 +28,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from poolvec.extractor import Extractor, InputPolicy, build_backbone, iter_image_files
+from poolvec.extractor.images import load_image
+from poolvec.extractor.preprocess import resize, to_tensor
 
-from extractor import Extractor, InputPolicy, build_backbone, iter_image_files  # noqa: E402
-from extractor.images import load_image  # noqa: E402
-from extractor.preprocess import resize, to_tensor  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
 
 SIZES = {"1024x768": (1024, 768), "3000x2000": (3000, 2000)}
 

@@ -17,6 +17,7 @@ Prints a table (latencies: median over ``--runs`` passes of the per-pass p50/p95
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -31,14 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import contextlib
-
 from pymilvus import DataType
 
-from indexer.store import MilvusStore, VectorIndex
+from poolvec.indexer.milvus.store import MilvusStore
+from poolvec.indexer.milvus.vector_index import VectorIndex
 
 NETNS_ENV = "POOLVEC_BENCH_NETNS"
 
@@ -77,7 +74,7 @@ def real_embeddings(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` embeddings of random crops/flips/rescales of the bundled real photos, plus edited-copy queries."""
     from PIL import Image, ImageOps
 
-    from extractor import Extractor
+    from poolvec.extractor import Extractor
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import sample_photos

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = """
 import resource, sys, time
 sys.path.insert(0, {root!r})
-from extractor import Extractor
-from indexer import ImageIndex
+from poolvec.extractor import Extractor
+from poolvec.indexer import ImageIndex
 t = time.perf_counter()
 index = ImageIndex(sys.argv[1], extractor=Extractor(max_side=int(sys.argv[3])))
 report = index.add_folder(sys.argv[2])

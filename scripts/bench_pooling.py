@@ -21,9 +21,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import pooling
+from poolvec import pooling
 
 SPECS = [
     "mac",

@@ -34,7 +34,6 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT.parent))
 
 import bench_index  # noqa: E402  (reexec_in_netns, start_server)
 import sample_photos  # noqa: E402
@@ -66,7 +65,7 @@ def make_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 def run_once(uri: str, name: str, folder: Path, engine: Any) -> dict[str, Any]:
     """Index ``folder`` into a fresh collection ``name``; the seconds it took and what was stored."""
-    from indexer import ImageIndex
+    from poolvec.indexer import ImageIndex
 
     index = ImageIndex(uri, name, tuning=False)
     index.drop()
@@ -97,7 +96,7 @@ def main() -> None:
 
     import ray
 
-    from indexer.ray_engine import RayOptions
+    from poolvec.indexer.ops.ray.options import RayOptions
 
     folder = a.folder / f"{a.count}"
     make_photos(folder, a.count)

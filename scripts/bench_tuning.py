@@ -23,13 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import make_copydet_set  # scripts/ is this script's folder, first on sys.path
 import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-
-import make_copydet_set  # noqa: E402
 
 POOLVEC = [str(Path(sys.executable).parent / "poolvec")]
 

@@ -48,11 +48,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import pooling
-from extractor import Extractor, priors
-from indexer.evaluation import GroundTruth, load_classes, load_pairs, score
+from poolvec import pooling
+from poolvec.extractor import Extractor, priors
+from poolvec.indexer.evaluation import GroundTruth, load_classes, load_pairs, score
 
 DEFAULT_POLICIES = ("max_side=320", "max_side=512", "size=224+crop")
 MULTISCALE = (1.0, 0.7071, 0.5)
@@ -184,7 +182,7 @@ def time_all(targets: dict[str, Callable[[list[str]], Any]], images: list[str], 
 # -- peers -----------------------------------------------------------------------------------------------------
 def lite0_timm_model() -> torch.nn.Module:
     """timm's tf_efficientnet_lite0 holding the packaged ImageNet weights (the same as our default)."""
-    from extractor import build_backbone
+    from poolvec.extractor import build_backbone
 
     return build_backbone(LITE0).model.eval()
 
@@ -356,7 +354,7 @@ def load_gt(args: argparse.Namespace) -> GroundTruth:
 
 def evaluate(gt: GroundTruth, images: list[str], vectors: np.ndarray) -> dict[str, Any]:
     """Metrics for vectors given per unique image."""
-    from indexer.evaluation import exact_search
+    from poolvec.indexer.evaluation import exact_search
 
     where = {p: i for i, p in enumerate(images)}
     q = vectors[[where[p] for p in gt.queries]]

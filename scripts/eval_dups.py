@@ -17,18 +17,15 @@ import argparse
 import json
 import logging
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from extractor import Extractor, priors
-from indexer.duplicates import normalise_edges
-from indexer.evaluation import exact_search
+from poolvec.extractor import Extractor, priors
+from poolvec.indexer.dups.find import normalise_edges
+from poolvec.indexer.evaluation import exact_search
 
 THRESHOLDS_RAW = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
 THRESHOLDS_NORM = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)

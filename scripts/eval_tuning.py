@@ -41,11 +41,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from extractor import Extractor, Tuning, priors
-from indexer import ImageIndex
-from indexer.evaluation import GroundTruth, evaluate_index, evaluate_vectors, load_pairs
+from poolvec.extractor import Extractor, Tuning, priors
+from poolvec.indexer import ImageIndex
+from poolvec.indexer.evaluation import GroundTruth, evaluate_index, evaluate_vectors, load_pairs
 
 METRICS = ("recall@1", "recall@10", "mAP", "µAP")
 

@@ -23,17 +23,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import make_copydet_set  # scripts/ is this script's folder, first on sys.path
 import numpy as np
 import torch
 
+from poolvec.extractor import Extractor, Tuning, priors
+from poolvec.extractor.priors import MATCH, RECORDED, before_lw, lw_index
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import make_copydet_set  # noqa: E402
-
-from extractor import Extractor, Tuning, priors  # noqa: E402
-from extractor.priors import MATCH, RECORDED, before_lw, lw_index  # noqa: E402
 
 #: Edited copies per photo: the most the tuning ever makes (extractor.tuning).
 PER_IMAGE = 8

@@ -60,7 +60,7 @@ def query_dir(tmp_path_factory) -> Path:
 def extractor():
     """The default extractor (packaged EfficientNet-Lite0, GeM + L2), built once; eager throughout, so that
     exact comparisons do not depend on how many images the session has embedded (``optimize="auto"``)."""
-    from extractor import Extractor
+    from poolvec.extractor import Extractor
 
     return Extractor(optimize=False)
 

@@ -12,9 +12,10 @@ import pytest
 from backend_cases import BACKENDS, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
 from typer.testing import CliRunner
 
-from indexer import BackendError, ImageIndex, IndexerError, VectorIndex
-from indexer.cli import app
-from indexer.store import LITE_KINDS, MilvusStore
+from poolvec.indexer import BackendError, ImageIndex, IndexerError, VectorIndex
+from poolvec.indexer.cli.app import app
+from poolvec.indexer.milvus.store import MilvusStore
+from poolvec.indexer.milvus.vector_index import LITE_KINDS
 
 #: Small build parameters: 11 rows need no 1024-list IVF.
 KINDS = {

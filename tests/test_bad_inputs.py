@@ -13,9 +13,9 @@ import skimage.data
 from PIL import Image
 from typer.testing import CliRunner
 
-from extractor import Extractor, ImageError, load_image
-from indexer import ImageIndex
-from indexer.cli import app
+from poolvec.extractor import Extractor, ImageError, load_image
+from poolvec.indexer import ImageIndex
+from poolvec.indexer.cli.app import app
 
 EMBEDDED = "embedded"
 

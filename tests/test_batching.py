@@ -9,8 +9,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from extractor import Extractor
-from extractor.batching import batched_in_order
+from poolvec.extractor import Extractor
+from poolvec.extractor.batching import batched_in_order
 
 
 def run(keys: list[str | None], sizes: dict[str, int], hold: int = 100):

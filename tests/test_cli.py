@@ -11,7 +11,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from indexer.cli import app
+from poolvec.indexer.cli.app import app
 
 runner = CliRunner()
 POOLVEC = Path(sys.executable).with_name("poolvec")

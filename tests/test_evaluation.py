@@ -13,9 +13,9 @@ import pytest
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
-from indexer import ImageIndex, IndexerError
-from indexer.cli import app
-from indexer.evaluation import (
+from poolvec.indexer import ImageIndex, IndexerError
+from poolvec.indexer.cli.app import app
+from poolvec.indexer.evaluation import (
     average_precision,
     evaluate_index,
     evaluate_vectors,

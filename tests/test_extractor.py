@@ -8,9 +8,9 @@ import skimage.data
 import torch
 from PIL import Image
 
-import extractor.extractor as extractor_module
-from extractor import Extractor, ExtractorError, ImageError, load_image
-from extractor.preprocess import to_tensor
+import poolvec.extractor.extractor as extractor_module
+from poolvec.extractor import Extractor, ExtractorError, ImageError, load_image
+from poolvec.extractor.preprocess import to_tensor
 
 
 def test_embed_paths_unit_vectors(extractor, photo_dir):

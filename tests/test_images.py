@@ -8,9 +8,9 @@ import skimage.data
 import torch
 from PIL import Image
 
-from extractor import Extractor, ImageError, InputPolicy, iter_image_files, load_image
-from extractor.images import full_size
-from extractor.preprocess import resize, to_tensor
+from poolvec.extractor import Extractor, ImageError, InputPolicy, iter_image_files, load_image
+from poolvec.extractor.images import full_size
+from poolvec.extractor.preprocess import resize, to_tensor
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from backend_cases import BACKENDS, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
 
-from extractor import Extractor
-from indexer import BackendError, ConfigMismatchError, ImageIndex, IndexerError, path_id
+from poolvec.extractor import Extractor
+from poolvec.indexer import BackendError, ConfigMismatchError, ImageIndex, IndexerError, path_id
 
 STEREO = {"motorcycle_left", "motorcycle_right"}  # one scene seen by two cameras
 

@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from indexer import ImageIndex, names
-from indexer.cli import app
+from poolvec.indexer import ImageIndex
+from poolvec.indexer.cli.app import app
+from poolvec.indexer.milvus import names
 
 runner = CliRunner()
 #: Names a real archive can hold: Latin-1 bytes, a newline, a tab, quotes and brackets, an escape sequence, a name
@@ -129,7 +130,7 @@ def test_embed_rows_and_thumbnails_keep_odd_names(tmp_path, hostile):
     raw = (tmp_path / "w.txt").read_bytes().split(b"\0")[:-1]
     assert raw == got  # the same rows, as raw bytes for xargs -0
 
-    from indexer import render
+    from poolvec.indexer import render
 
     odd = os.fsdecode(os.path.join(os.fsencode(top), HOSTILE[0]))
     tile = render.thumbnail(odd)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import pooling
+from poolvec import pooling
 
 ALL_POOLS = [
     "mac",

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import pooling
-from pooling import functional as PF
+from poolvec import pooling
+from poolvec.pooling import functional as PF
 
 SHAPES = [(2, 5, 7, 7), (3, 4, 5, 9), (2, 3, 9, 4), (2, 6, 1, 1), (1, 3, 1, 6), (2, 4, 13, 10)]
 

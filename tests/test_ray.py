@@ -21,10 +21,10 @@ from backend_cases import namespace_problem
 from ray_cases import INSIDE, NETNS_ENV, embedder_processes, needs_netns, ray_env, rows_by_id
 from typer.testing import CliRunner
 
-from extractor import Extractor, Tuning
-from extractor.images import EncodedImage
-from indexer import ImageIndex
-from indexer.cli import app
+from poolvec.extractor import Extractor, Tuning
+from poolvec.extractor.images import EncodedImage
+from poolvec.indexer import ImageIndex
+from poolvec.indexer.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 INNER_TIMEOUT_S = 600
@@ -50,7 +50,7 @@ def local_ray():
 def test_ray_rows_equal_single_process_with_an_actor_killed_then_resync_reuse_and_prune(db, local_ray, photos):
     """One Ray job, an actor SIGKILLed as the first results come in: Ray retries its batches, and the rows are
     the single-process path's (same ids and metadata, vectors to 1e-5): nothing lost, nothing duplicated."""
-    from indexer.ray_engine import RayOptions
+    from poolvec.indexer.ops.ray.options import RayOptions
 
     bad = photos / "broken.jpg"
     bad.write_bytes(b"not a picture at all")
@@ -114,7 +114,7 @@ def test_engine_ray_without_ray_says_how_to_install(photos, tmp_path, monkeypatc
 
 
 def test_cli_does_not_import_ray():
-    code = "import sys, indexer.cli; print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    code = "import sys, poolvec.indexer.cli.app; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -122,7 +122,8 @@ def test_cli_does_not_import_ray():
 def test_reading_and_writing_tasks_load_no_model():
     # Ray starts worker processes for the read and write tasks, often one per task: importing torch there cost
     # ~4 s of CPU and ~0.6 GB each and made the engine 3-4x slower than one process (docs/BENCHMARKS.md).
-    code = "import sys, indexer.ray_engine, indexer.ray_sink; print(sorted({'torch', 'timm'} & set(sys.modules)))"
+    code = "import sys, poolvec.indexer.ops.ray.engine, poolvec.indexer.ops.ray.sink"
+    code += "; print(sorted({'torch', 'timm'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -15,8 +15,8 @@ import pytest
 from ray_cases import embedder_processes, needs_netns, ray_env, rows_by_id
 from typer.testing import CliRunner
 
-from indexer import ImageIndex
-from indexer.cli import app
+from poolvec.indexer import ImageIndex
+from poolvec.indexer.cli.app import app
 
 
 @pytest.fixture(scope="module")

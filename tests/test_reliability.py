@@ -17,10 +17,10 @@ import torchvision
 from PIL import Image
 from typer.testing import CliRunner
 
-from extractor import Extractor, ExtractorError, build_backbone, iter_image_files
-from extractor.backbones import _check_reachable
-from indexer import ImageIndex, IndexerError
-from indexer.cli import app
+from poolvec.extractor import Extractor, ExtractorError, build_backbone, iter_image_files
+from poolvec.extractor.backbones import _check_reachable
+from poolvec.indexer import ImageIndex, IndexerError
+from poolvec.indexer.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 POOLVEC = Path(sys.executable).with_name("poolvec")
@@ -170,7 +170,7 @@ def test_heic_without_its_plugin_says_which_package_to_install(tmp_path, photo_d
         """
         import sys
         sys.modules["pillow_heif"] = None  # as on a machine without the plugin
-        from extractor import Extractor
+        from poolvec.extractor import Extractor
         item = next(Extractor(optimize=False).embed_iter([sys.argv[1]]))
         print(item.error)
         """

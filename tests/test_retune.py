@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from indexer import ImageIndex, IndexerError, pending, retune
-from indexer.cli import app
+from poolvec.indexer import ImageIndex, IndexerError
+from poolvec.indexer.cli.app import app
+from poolvec.indexer.ops import pending, retune
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +104,7 @@ BUILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from indexer import ImageIndex
+    from poolvec.indexer import ImageIndex
     idx = ImageIndex(sys.argv[1], optimize=False)
     photos = Path(sys.argv[2])
     idx.add(sorted(str(p) for p in photos.glob("*.jpg"))[:6])
@@ -113,7 +114,8 @@ BUILD = textwrap.dedent(
 CHILD = textwrap.dedent(
     """
     import sys
-    from indexer import ImageIndex, pending, retune
+    from poolvec.indexer import ImageIndex
+    from poolvec.indexer.ops import pending, retune
     retune.BATCH = 2
     idx = ImageIndex(sys.argv[1], optimize=False)
     real = idx.store.set_property
@@ -166,7 +168,7 @@ def test_tune_survives_kill_9_and_finishes_the_same_fit(tmp_path, photos, kill_a
 
 
 def test_tune_needs_a_learned_whitening(tmp_path, photos):
-    from extractor import Extractor
+    from poolvec.extractor import Extractor
 
     idx = ImageIndex(tmp_path / "g.db", extractor=Extractor(pooling="gem(p=3) | l2", optimize=False))
     idx.add_folder(photos)

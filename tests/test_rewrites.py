@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from indexer import ImageIndex, pending
-from indexer.cli import app
+from poolvec.indexer import ImageIndex
+from poolvec.indexer.cli.app import app
+from poolvec.indexer.ops import pending
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -28,7 +29,7 @@ runner = CliRunner()
 BUILD = textwrap.dedent(
     """
     import sys
-    from indexer import ImageIndex
+    from poolvec.indexer import ImageIndex
     ImageIndex(sys.argv[1], optimize=False, tuning=False).add_folder(sys.argv[2])
     """
 )
@@ -37,7 +38,8 @@ BUILD = textwrap.dedent(
 CHILD = textwrap.dedent(
     """
     import sys
-    from indexer import ImageIndex, dba, pending, sync
+    from poolvec.indexer import ImageIndex
+    from poolvec.indexer.ops import dba, pending, sync
     idx = ImageIndex(sys.argv[1], optimize=False)
     store = idx.store
     real_set, real_upsert = store.set_property, store.upsert
@@ -149,7 +151,7 @@ def test_prune_killed_mid_way_is_finished_by_the_next_prune(tmp_path, photos):
     code = textwrap.dedent(
         """
         import sys
-        from indexer import ImageIndex
+        from poolvec.indexer import ImageIndex
         idx = ImageIndex(sys.argv[1], optimize=False)
         real = idx.store.delete
         def delete(ids):

@@ -32,10 +32,12 @@ import uvicorn
 from PIL import Image
 from typer.testing import CliRunner
 
-from indexer import ImageIndex, IndexerError
-from indexer.cli import app as cli
-from indexer.serve import ServeSettings, _host_name, bind, create_app, is_loopback, page_url
-from indexer.worker import IndexWorker, Query
+from poolvec.indexer import ImageIndex, IndexerError
+from poolvec.indexer.cli.app import app as cli
+from poolvec.indexer.serve.app import create_app
+from poolvec.indexer.serve.guard import host_name as _host_name
+from poolvec.indexer.serve.running import ServeSettings, bind, is_loopback, page_url
+from poolvec.indexer.serve.worker import IndexWorker, Query
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

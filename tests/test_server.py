@@ -24,8 +24,8 @@ import pytest
 from backend_cases import SERVER_ENV, SERVER_SUITE, namespace_problem
 from typer.testing import CliRunner
 
-from indexer import BackendError, ImageIndex
-from indexer.cli import app
+from poolvec.indexer import BackendError, ImageIndex
+from poolvec.indexer.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The inner run: server start (~10 s) + the suite; generous for a busy 2-core machine.

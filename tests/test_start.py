@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from indexer.cli import EXIT_CODES, app
+from poolvec.indexer.cli.app import EXIT_CODES, app
 
 ROOT = Path(__file__).resolve().parents[1]
 POOLVEC = Path(sys.executable).with_name("poolvec")
@@ -24,7 +24,7 @@ HEAVY = ("torch", "pymilvus", "milvus_lite", "timm", "torchvision", "PIL", "nump
 PROBE = textwrap.dedent(
     """
     import json, sys
-    from indexer.cli import main
+    from poolvec.indexer.cli.app import main
     sys.argv = ["poolvec", *sys.argv[1:]]
     try:
         main()
@@ -81,7 +81,7 @@ def test_the_console_script_ends_fast_with_its_status_and_its_output(photo_dir, 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "coffee.jpg").write_bytes((photo_dir / "coffee.jpg").read_bytes())
     (tmp_path / "in" / "broken.jpg").write_bytes(b"not an image")
-    script = "import sys; sys.argv[0] = 'poolvec'; from indexer.cli import main; main()"
+    script = "import sys; sys.argv[0] = 'poolvec'; from poolvec.indexer.cli.app import main; main()"
 
     def poolvec(*args: str) -> subprocess.CompletedProcess:
         db = str(tmp_path / "t.db")
@@ -119,7 +119,7 @@ def test_import_poolvec_gives_the_public_api():
     code = "import sys, poolvec; assert 'torch' not in sys.modules; from poolvec import ImageIndex, Extractor; "
     code += "print(poolvec.__version__, ImageIndex.__module__, Extractor.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[1:] == ["indexer.index", "extractor.extractor"]
+    assert out[1:] == ["poolvec.indexer.index", "poolvec.extractor.extractor"]
 
 
 def test_lite_database_names_and_failed_commands_leave_nothing(tmp_path, photos, monkeypatch):
@@ -192,7 +192,7 @@ def test_index_type_of_an_existing_collection_is_not_silently_ignored(small_db, 
 
 
 def test_unexpected_errors_have_their_own_code_and_one_line(small_db, photo_dir, monkeypatch):
-    from indexer.index import ImageIndex
+    from poolvec.indexer.index import ImageIndex
 
     def broken(self, *args, **kwargs):
         raise RuntimeError("something nobody expected")

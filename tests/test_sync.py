@@ -14,8 +14,8 @@ import pytest
 from backend_cases import BACKENDS, SERVER_ENV, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
 from PIL import Image
 
-from extractor import Extractor
-from indexer import ImageIndex, path_id
+from poolvec.extractor import Extractor
+from poolvec.indexer import ImageIndex, path_id
 
 
 @pytest.fixture(params=BACKENDS)
@@ -127,8 +127,8 @@ def test_remove_paths(index, photos):
 WORKER = textwrap.dedent(
     """
     import sys
-    from extractor import Extractor
-    from indexer import ImageIndex
+    from poolvec.extractor import Extractor
+    from poolvec.indexer import ImageIndex
     idx = ImageIndex(sys.argv[1], extractor=Extractor(max_side=96, batch_size=8), tuning=False)
     idx.add_folder(sys.argv[2], progress=lambda done, total, path: print(done, flush=True))
     print("finished", flush=True)
@@ -250,7 +250,7 @@ def test_server_going_away_mid_run_is_a_clear_error_and_the_rerun_finishes(milvu
     import time
     from urllib.parse import urlparse
 
-    from indexer import BackendError
+    from poolvec.indexer import BackendError
 
     folder = tmp_path / "many"
     folder.mkdir()

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-import pooling
-from extractor import DEFAULT_POOLING, EditPolicy, Extractor, ExtractorError, Tuning, priors, sample_evenly
-from extractor.edits import EDIT_KINDS, OPS, edit_rng, edits_of, random_edit
-from indexer import ImageIndex
-from pooling.post import PairPrior, learn_whitening
+from poolvec import pooling
+from poolvec.extractor import DEFAULT_POOLING, EditPolicy, Extractor, ExtractorError, Tuning, priors, sample_evenly
+from poolvec.extractor.edits import EDIT_KINDS, OPS, edit_rng, edits_of, random_edit
+from poolvec.indexer import ImageIndex
+from poolvec.pooling.post import PairPrior, learn_whitening
 
 # -- the math ------------------------------------------------------------------------------------------------
 
@@ -323,7 +323,7 @@ def test_an_empty_folder_creates_no_index(tmp_path):
 
 
 def test_normalised_edge_scores_by_hand():
-    from indexer.duplicates import normalise_edges
+    from poolvec.indexer.dups.find import normalise_edges
 
     # a's neighbours best first: b 0.9, c 0.5, d 0.3 → background of a = mean(0.5, 0.3) = 0.4 (its nearest left out)
     edges = [(0, 1, 0.9), (0, 2, 0.5), (0, 3, 0.3), (1, 0, 0.9), (1, 2, 0.2), (1, 3, 0.0)]
@@ -360,7 +360,7 @@ def test_default_dups_groups_rotated_copies_and_nothing_else(tmp_path, photos):
 def test_cli_tunes_new_indexes_as_asked(tmp_path, photos):
     from typer.testing import CliRunner
 
-    from indexer.cli import app
+    from poolvec.indexer.cli.app import app
 
     runner = CliRunner()
     db = str(tmp_path / "cli.db")

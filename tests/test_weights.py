@@ -12,9 +12,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from extractor import Extractor, ExtractorError, build_backbone
-from extractor.preprocess import normalize
-from extractor.weights import packaged_weights_file, sha256_of
+from poolvec.extractor import Extractor, ExtractorError, build_backbone
+from poolvec.extractor.preprocess import normalize
+from poolvec.extractor.weights import packaged_weights_file, sha256_of
 
 CATS = {281, 282, 283, 284, 285}
 COFFEE = {967, 968, 504}  # espresso, cup, coffee mug

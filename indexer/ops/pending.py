@@ -17,9 +17,9 @@ import json
 import shlex
 from typing import Any
 
-from . import names
-from .errors import IndexerError
-from .store import MilvusStore
+from poolvec.indexer.errors import IndexerError
+from poolvec.indexer.milvus import names
+from poolvec.indexer.milvus.store import MilvusStore
 
 PROP_PENDING = "poolvec.pending"
 

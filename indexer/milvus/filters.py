@@ -10,13 +10,13 @@ import os
 import re
 from collections.abc import Sequence
 
-from . import names
-from .errors import IndexerError
+from poolvec.indexer.errors import IndexerError
+from poolvec.indexer.milvus import names, schema
 
 Range = tuple[float | None, float | None]
 
 #: Fields a ``where`` expression may use (``dirs["d"]`` is the list of a file's folders, for ``json_contains``).
-FIELDS = ("id", "path", "root", "dirs", "size", "mtime_ns", "width", "height", "sha256")
+FIELDS = tuple(f.name for f in schema.FIELDS if f.kind != "vector")
 #: Words of Milvus's expression language a ``where`` may use besides the fields.
 WORDS = frozenset(
     {"and", "or", "not", "in", "like", "true", "false", "AND", "OR", "NOT", "IN", "LIKE", "TRUE", "FALSE"}
@@ -30,7 +30,8 @@ _TOKEN = re.compile(
 
 
 def quote(value: str) -> str:
-    """A Milvus string literal holding exactly the stored form of ``value`` (:mod:`indexer.names`: control
+    """A Milvus string literal holding exactly the stored form of ``value`` (:mod:`poolvec.indexer.milvus.names`:
+    control
     characters and undecodable bytes mapped to text; backslashes and double quotes escaped)."""
     text = names.stored(value)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -64,12 +65,6 @@ def check_where(expr: str) -> str:
     if not expr.strip():
         raise IndexerError("--where: the expression is empty")
     return expr
-
-
-def ancestors(path: str) -> list[str]:
-    """Every folder above an absolute POSIX path, outermost first (``/a/b/c.jpg`` → ``["/a", "/a/b"]``)."""
-    parts = path.split("/")[1:-1]
-    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def under(folder: str | os.PathLike[str]) -> str:

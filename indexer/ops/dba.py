@@ -15,12 +15,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import pending
-from .errors import IndexerError
-from .store import MilvusStore, VectorIndex
+from poolvec.indexer.errors import IndexerError
+from poolvec.indexer.milvus.schema import STORED_FIELDS
+from poolvec.indexer.milvus.store import MilvusStore
+from poolvec.indexer.milvus.vector_index import VectorIndex
+from poolvec.indexer.ops import pending
 
 PROP_DBA = "poolvec.dba"
-ROW_FIELDS = ("path", "root", "dirs", "size", "mtime_ns", "width", "height", "sha256")
 
 
 def augment(
@@ -75,7 +76,8 @@ def apply(
 ) -> int:
     """Augment every vector of the collection once; returns the number of rows rewritten.
 
-    Two phases, safe against kill -9 at any moment (:mod:`indexer.pending`): every new vector is computed from the
+    Two phases, safe against kill -9 at any moment (:mod:`poolvec.indexer.ops.pending`): every new vector is computed
+    from the
     untouched collection and staged in a side collection; only then are rows rewritten from the stage, in id order,
     the pending marker advancing after each batch. Interrupted while staging, a re-run stages again from scratch
     (nothing had changed); interrupted while writing, it goes on from the marker — a row written twice gets the
@@ -100,7 +102,7 @@ def apply(
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         staged = store.stage_get(chunk)
-        current = store.get(chunk, fields=ROW_FIELDS)
+        current = store.get(chunk, fields=STORED_FIELDS)
         store.upsert([{**current[i], "id": i, "vector": staged[i]} for i in chunk if i in current and i in staged])
         state = pending.save(store, {**state, "after": chunk[-1]})
         done += len(chunk)

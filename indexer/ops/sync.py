@@ -8,7 +8,6 @@ path, so an interrupted run loses at most one batch and running it again finishe
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -18,16 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from extractor.embedded import Embedded
-from extractor.images import file_sha256
-
-from . import names, pending
-from .errors import IndexerError
-from .filters import ancestors, quote, under
-from .store import MAX_PATH, MilvusStore
+from poolvec.extractor.embedded import Embedded
+from poolvec.extractor.files import file_sha256
+from poolvec.indexer.errors import IndexerError
+from poolvec.indexer.milvus import names
+from poolvec.indexer.milvus.filters import quote, under
+from poolvec.indexer.milvus.schema import MAX_PATH, STORED_FIELDS, make_row, path_id, row_bytes
+from poolvec.indexer.milvus.store import MilvusStore
+from poolvec.indexer.ops import pending
 
 if TYPE_CHECKING:
-    from extractor import Extractor
+    from poolvec.extractor import Extractor
 
 #: Rows per upsert: an interrupted run loses at most this many embeddings.
 INSERT_BATCH = 64
@@ -71,31 +71,9 @@ class IndexReport:
         return self
 
 
-def path_id(path: str) -> int:
-    """Stable 63-bit primary key of an absolute path (the same file always maps to the same row)."""
-    digest = hashlib.blake2b(os.fsencode(path), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def make_row(path: str, root: str, vector: Any, info: dict[str, Any]) -> dict[str, Any]:
-    """The Milvus row of one image file."""
-    return {
-        "id": path_id(path),
-        "vector": np.asarray(vector, dtype=np.float32).tolist(),
-        "path": path,
-        "root": root,
-        "dirs": {"d": ancestors(path)},  # an object: Milvus 2.3 servers refuse a top-level JSON array
-        "size": int(info["size"]),
-        "mtime_ns": int(info["mtime_ns"]),
-        "width": int(info["width"]),
-        "height": int(info["height"]),
-        "sha256": info["sha256"],
-    }
-
-
 class Writer:
     """Upserts rows in batches keyed by path id and counts them in ``report``: the one way both engines (this
-    module's :func:`sync` and :mod:`indexer.ray_engine`) store what they embedded or reused.
+    module's :func:`sync` and :mod:`poolvec.indexer.ops.ray.engine`) store what they embedded or reused.
 
     ``transform`` maps freshly embedded vectors [B, D] before they are stored (DBA); reused vectors are already
     in their final form. An upsert carries at most ``batch_rows`` rows and, where ``batch_bytes`` is given, rows of
@@ -160,12 +138,6 @@ class Writer:
         if every is not None and (self._written + len(batch)) // every > self._written // every:
             self.store.flush()
         self._written += len(batch)
-
-
-def row_bytes(row: dict[str, Any]) -> int:
-    """About how many bytes a row takes in an insert request (4 per float, UTF-8 text, 8 per integer, framing)."""
-    text = (row["path"], row["root"], row["sha256"], *row["dirs"]["d"])
-    return 4 * len(row["vector"]) + sum(len(t.encode("utf-8", "surrogateescape")) + 8 for t in text) + 64
 
 
 def plan(
@@ -334,7 +306,8 @@ def prune(store: MilvusStore, root: str) -> int:
 def reroot(store: MilvusStore, old: str, new: str) -> int:
     """Move every row under folder ``old`` to the same relative path under ``new``, keeping vectors.
 
-    Safe against kill -9 (:mod:`indexer.pending`): the move is recorded first; each batch upserts the moved rows,
+    Safe against kill -9 (:mod:`poolvec.indexer.ops.pending`): the move is recorded first; each batch upserts the
+    moved rows,
     then deletes the old ones, so a repeated batch finds those rows already moved (or both, and moves them again to
     the same ids). The marker goes when no row is left under ``old``; a re-run of the same reroot finishes it.
     """
@@ -345,7 +318,7 @@ def reroot(store: MilvusStore, old: str, new: str) -> int:
     if state is not None and (state["op"] != "reroot" or (state["old"], state["new"]) != (old, new)):
         raise pending.refuse(state, f"collection {store.collection!r}")
     moved = 0
-    fields = ("path", "root", "size", "mtime_ns", "width", "height", "sha256", "vector")
+    fields = (*STORED_FIELDS, "vector")
     for rows in store.iterate(under(old), fields=fields, batch_size=REROOT_BATCH):
         if state is None:
             state = pending.save(store, {"op": "reroot", "old": old, "new": new})

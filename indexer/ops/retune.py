@@ -1,9 +1,11 @@
-"""``tune``: re-fit an index's learned whitening on its photos as they are now, and re-embed every row with it.
+"""Tuning an index: fit its learned whitening on its own photos (:func:`fit`, also what a new index does first),
+and ``tune``: re-fit it on the photos as they are now and re-embed every row with it.
 
 Raw (pre-projection) vectors are not stored — a Milvus 2.3 collection holds one vector field — so every image
 is embedded again from its file: the cost of indexing the collection once more, plus the fit.
 
-The rewrite is resumable and never applied twice (:mod:`indexer.pending`): the new config is written first, in
+The rewrite is resumable and never applied twice (:mod:`poolvec.indexer.ops.pending`): the new config is written
+first, in
 the pending marker, with the largest primary key rewritten so far; rows are rewritten in primary-key order, and
 the marker is advanced after each batch. Re-embedding a row from its file is idempotent, so a batch repeated
 after a kill -9 gives the same vectors. While the marker is there, the index refuses searches and additions (its
@@ -20,15 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from extractor import Extractor
-
-from . import pending as marker
-from .store import MilvusStore
+from poolvec.extractor import Embedded, Extractor, ExtractorError, Tuning
+from poolvec.extractor.recipe import Recipe, TuneRecord
+from poolvec.extractor.tuning import TuneProgress
+from poolvec.indexer.errors import IndexerError
+from poolvec.indexer.milvus.schema import STORED_FIELDS
+from poolvec.indexer.milvus.store import PROP_CONFIG, PROP_FINGERPRINT, MilvusStore
+from poolvec.indexer.ops import pending as marker
 
 #: Rows re-embedded per batch (one property update each).
 BATCH = 64
-#: Row fields kept as they are when a row is re-embedded.
-KEEP = ("path", "root", "dirs", "size", "mtime_ns", "width", "height", "sha256")
 
 #: Progress while re-embedding: ``(rows done, rows in all)``.
 RewriteProgress = Callable[[int, int], None]
@@ -42,12 +45,61 @@ class TuneReport:
     removed: list[tuple[str, str]] = field(default_factory=list)
     resumed: bool = False
     dba_cleared: bool = False
-    tuning: dict[str, Any] | None = None
+    tuning: TuneRecord | None = None
 
 
-def start(store: MilvusStore, config: dict[str, Any], fingerprint: str) -> dict[str, Any]:
-    """Record the new config as pending, before any row changes."""
-    return marker.save(store, {"op": "tune", "config": store.pack(config), "fingerprint": fingerprint, "after": -1})
+def fit(
+    extractor: Extractor, files: list[str], tuning: Tuning, on_tune: TuneProgress | None = None
+) -> tuple[TuneRecord | None, dict[str, Embedded]]:
+    """Fit ``extractor``'s learned whitening on an even sample of ``files`` and seeded edits of them.
+
+    Returns what was done (for the stored recipe) and the sampled images' final vectors by path, which indexing
+    reuses instead of embedding them again. ``(None, {})`` when no image could be used and the extractor keeps its
+    packaged fit (the files' failures are then reported by the sync).
+    """
+    try:
+        extractor.fit(files, tuning=tuning, progress=on_tune)
+    except ExtractorError as e:
+        if extractor.pipeline.needs_fit:
+            raise IndexerError(f"cannot tune the new index: {e}") from None
+        return None, {}
+    done = extractor.last_fit
+    assert done is not None
+    known: dict[str, Embedded] = {}
+    if done.originals:
+        names = list(done.originals)
+        final = extractor.pipeline.apply_post(np.stack([done.originals[k].vector for k in names])).numpy()
+        known = {
+            k: Embedded(k, v, None, done.originals[k].width, done.originals[k].height)
+            for k, v in zip(names, final, strict=True)
+        }
+    prior = extractor.prior.name if extractor.prior is not None and tuning.prior_weight > 0 else None
+    record = TuneRecord(
+        images=tuning.images,
+        edits=tuning.edits,
+        max_per_image=tuning.max_per_image,
+        seed=tuning.seed,
+        prior_weight=tuning.prior_weight,
+        policy=tuning.policy.to_dict(),
+        sampled=done.images,
+        per_image=done.per_image,
+        pairs=len(done.pairs),
+        failed=len(done.failed),
+        prior=prior,
+        seconds=round(done.seconds, 1),
+    )
+    return record, known
+
+
+def start(store: MilvusStore, recipe: Recipe) -> dict[str, Any]:
+    """Record the new recipe as pending, before any row changes."""
+    config = store.pack(recipe.to_dict())
+    return marker.save(store, {"op": "tune", "config": config, "fingerprint": recipe.fingerprint(), "after": -1})
+
+
+def pending_recipe(store: MilvusStore, state: dict[str, Any]) -> Recipe:
+    """The recipe an interrupted tune was writing."""
+    return Recipe.from_dict(store.unpack(state["config"]))
 
 
 def rewrite(
@@ -63,7 +115,7 @@ def rewrite(
     done = len(ids) - len(todo)
     for start_at in range(0, len(todo), BATCH):
         chunk = todo[start_at : start_at + BATCH]
-        rows = store.get(chunk, fields=KEEP)
+        rows = store.get(chunk, fields=STORED_FIELDS)
         usable, gone = [], []
         for pk in chunk:
             row = rows.get(pk)
@@ -81,7 +133,7 @@ def rewrite(
                 gone.append(int(row["id"]))
                 report.removed.append((row["path"], item.error))
                 continue
-            fresh.append({**{k: row[k] for k in KEEP}, "id": int(row["id"]), "vector": _floats(item.vector)})
+            fresh.append({**{k: row[k] for k in STORED_FIELDS}, "id": int(row["id"]), "vector": _floats(item.vector)})
         store.upsert(fresh)
         store.delete(gone)
         report.rewritten += len(fresh)
@@ -97,7 +149,6 @@ def rewrite(
 def finish(store: MilvusStore, state: dict[str, Any], dba_property: str) -> bool:
     """Make the pending config the collection's own, clear DBA (its vectors were replaced) and the marker.
     Returns whether DBA had been applied."""
-    from .store import PROP_CONFIG, PROP_FINGERPRINT
 
     props = store.properties()
     had_dba = bool(props.get(dba_property))
@@ -125,4 +176,4 @@ def _floats(v: Any) -> list[float]:
     return np.asarray(v, dtype=np.float32).tolist()
 
 
-__all__ = ["TuneReport", "finish", "rewrite", "start"]
+__all__ = ["TuneReport", "finish", "fit", "pending_recipe", "rewrite", "start"]

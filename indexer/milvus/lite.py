@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import BackendError, IndexerError
+from poolvec.indexer.errors import BackendError, IndexerError
 
 #: The index a command uses unless told otherwise: a Milvus Lite database in the working directory.
 DEFAULT_URI = "./poolvec.db"
@@ -68,21 +68,23 @@ def held_message(path: Path) -> str:
     )
 
 
-def check_available(uri: str) -> None:
-    """Refuse at once a malformed URI or a Lite database that another process holds (the cheap checks)."""
+def check_uri(uri: str) -> Path | None:
+    """The one check of a ``--db``/``--uri`` value, made before anything opens it: ``None`` for a server address;
+    for a Milvus Lite database its folder, refused at once when the name is malformed or another process holds it."""
     if is_server_uri(uri):
-        return
+        return None
     path = lite_path(uri)
     # A Milvus Lite server started by this process (an earlier command in the same interpreter) holds the lock
     # itself and lets this process in again: only a process that has not started one can ask the lock.
     if "milvus_lite" not in sys.modules and lock_busy(path):
         raise BackendError(held_message(path))
+    return path
 
 
 __all__ = [
     "DEFAULT_COLLECTION",
     "DEFAULT_URI",
-    "check_available",
+    "check_uri",
     "held_message",
     "is_server_uri",
     "lite_path",

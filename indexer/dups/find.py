@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .store import MilvusStore, VectorIndex
+from poolvec.indexer.milvus.store import MilvusStore
+from poolvec.indexer.milvus.vector_index import VectorIndex
 
 #: Default thresholds, from precision/recall of duplicate pairs on the two copy-detection sets
 #: (scripts/eval_dups.py; docs/EVALUATION.md, "Duplicate pairs"). Normalised scores (the default): the lowest grid

@@ -1,6 +1,6 @@
 """One thread owns the index; searches that arrive together share one embedding pass (micro-batching).
 
-Milvus Lite and torch are used from one thread at a time: every call on the :class:`~indexer.ImageIndex` goes
+Milvus Lite and torch are used from one thread at a time: every call on the :class:`~poolvec.indexer.ImageIndex` goes
 through :class:`IndexWorker`'s queue and runs in its single thread. While that thread is busy, new jobs queue up;
 it then takes everything waiting (up to ``max_batch``) at once: the query images of all waiting searches are
 embedded in one :meth:`Extractor.embed_iter` call (batched by shape, so a vector never depends on its
@@ -20,16 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .index import Hit, ImageIndex
-from .store import META_FIELDS
-
-
-class JobError(Exception):
-    """A job that cannot be done as asked: ``status`` is the HTTP status it maps to, the message one line."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+from poolvec.indexer.errors import IndexerError
+from poolvec.indexer.index import ImageIndex
+from poolvec.indexer.milvus.schema import META_FIELDS
+from poolvec.indexer.query import Hit
 
 
 @dataclass(frozen=True)
@@ -63,15 +57,6 @@ class _Job:
     kind: str  # "search" | "lookup" | "call"
     payload: Any
     future: asyncio.Future = field(repr=False)
-
-
-def _image_error_status(reason: str) -> int:
-    """HTTP status for an image the extractor refused: 413 too big, 415 not an image, 422 unreadable."""
-    if reason.startswith(("too many pixels", "file too large")):
-        return 413
-    if reason.startswith("not a recognised image format"):
-        return 415
-    return 422
 
 
 class IndexWorker:
@@ -110,7 +95,7 @@ class IndexWorker:
             while not self._queue.empty():
                 job = self._queue.get_nowait()
                 if not job.future.done():
-                    job.future.set_exception(JobError(503, "the server is shutting down"))
+                    job.future.set_exception(IndexerError("the server is shutting down", kind="unavailable"))
         await asyncio.get_running_loop().run_in_executor(None, self._thread.shutdown, True)
 
     # -- jobs ----------------------------------------------------------------------------------------------
@@ -193,7 +178,7 @@ class IndexWorker:
             else:
                 for (i, q), item in zip(files, items, strict=True):
                     if item.error is not None:
-                        failed[i] = JobError(_image_error_status(item.error), item.error)
+                        failed[i] = IndexerError(item.error, kind=item.kind or "unreadable")
                     else:
                         vectors[i], names[i] = item.vector, q.source  # type: ignore[assignment]
         stored = [(i, q) for i, q in jobs if q.image_id is not None]
@@ -206,7 +191,7 @@ class IndexWorker:
             for i, q in stored:
                 row = rows.get(q.image_id)  # type: ignore[arg-type]
                 if row is None:
-                    failed.setdefault(i, JobError(404, f"no image with id {q.image_id} in the index"))
+                    failed.setdefault(i, IndexerError(f"no image with id {q.image_id} in the index", kind="not_found"))
                 else:
                     vectors[i], names[i] = np.asarray(row["vector"], np.float32), row["path"]
         by_options: dict[tuple, list[int]] = {}

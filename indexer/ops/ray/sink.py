@@ -1,8 +1,9 @@
 """A Ray Data sink that upserts image rows straight into a Milvus server from the workers that write them.
 
 Each write task connects once per worker process (the connection is cached), builds every row with
-:func:`indexer.sync.make_row` through :class:`indexer.sync.Writer`, and upserts them keyed by path id in
-requests under Milvus's 64 MB insert limit, so a retried task overwrites instead of duplicating. Milvus Lite
+:func:`~poolvec.indexer.milvus.schema.make_row` through :class:`~poolvec.indexer.ops.sync.Writer`, and upserts
+them keyed by path id in requests under Milvus's 64 MB insert limit, so a retried task overwrites instead of
+duplicating. Milvus Lite
 cannot be written from here (one process per database): the Ray engine streams its rows to the driver instead.
 """
 
@@ -15,10 +16,11 @@ from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import WriteResult
 
-from . import dba, sync
-from .ray_engine import results
-from .store import MilvusStore, VectorIndex
-from .sync import IndexReport
+from poolvec.indexer.milvus.store import MilvusStore
+from poolvec.indexer.milvus.vector_index import VectorIndex
+from poolvec.indexer.ops import dba, sync
+from poolvec.indexer.ops.ray.tasks import results
+from poolvec.indexer.ops.sync import IndexReport
 
 #: Milvus refuses requests over 64 MB (the proxy's gRPC receive limit): upserts stay well under it.
 UPSERT_BYTES = 16 * 2**20

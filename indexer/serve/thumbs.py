@@ -15,10 +15,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from PIL import Image
-
-from extractor.errors import ImageError
-from extractor.images import load_image
+from poolvec.extractor.errors import ImageError
+from poolvec.extractor.images import thumbnail
 
 #: Thumbnail sizes the server makes (longest side, pixels); other sizes are refused, so the cache stays bounded.
 SIZES = (128, 256, 512, 1024)
@@ -50,7 +48,7 @@ class ThumbnailCache:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            raise ImageError(path, "file not found (moved or deleted since it was indexed)") from None
+            raise ImageError(path, "file not found (moved or deleted since it was indexed)", "not_found") from None
         except OSError as e:
             raise ImageError(path, f"cannot read: {e.strerror or e}") from None
         key = (image_id, size, st.st_size, st.st_mtime_ns)
@@ -71,18 +69,10 @@ class ThumbnailCache:
         return thumb
 
 
-def shrink(path: str | os.PathLike[str], size: int) -> Image.Image:
-    """The upright RGB image of ``path`` fitting ``size``×``size`` (JPEGs decoded at a reduced DCT scale); raises
-    :class:`ImageError`. Also the contact sheets' and HTML pages' thumbnails (:mod:`indexer.render`)."""
-    img = load_image(path, target=lambda w, h: (size, size))
-    img.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return img
-
-
 def make(path: str, size: int) -> bytes:
     """JPEG bytes of ``path`` shrunk to fit ``size``×``size``."""
     buf = io.BytesIO()
-    shrink(path, size).save(buf, "JPEG", quality=QUALITY, optimize=True)
+    thumbnail(path, size).save(buf, "JPEG", quality=QUALITY, optimize=True)
     return buf.getvalue()
 
 

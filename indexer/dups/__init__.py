@@ -1,0 +1,1 @@
+"""Duplicates within one index: exact copies by content hash, near-duplicates by the neighbour graph."""
