@@ -2,6 +2,9 @@
 
     python scripts/make_copydet_set.py /tmp/copydet [--seed 0] [--originals 120] [--queries-per 3]
     python scripts/make_copydet_set.py /tmp/copydet-other --collection other --sources /tmp/copydet-other-src
+    python scripts/make_copydet_set.py /tmp/copydet-hard --style hard --seed 1 [--held-out 0.2]
+    python scripts/make_copydet_set.py /tmp/copydet-hard-other --collection other --sources /tmp/copydet-other-src \
+        --style hard --seed 1
 
 Sources: Debian wallpaper packages and ``opencv-doc``'s example photos (fetched with ``apt-get download`` and
 unpacked with ``dpkg -x`` into ``--sources``, nothing installed), plus the photos bundled in scikit-image and
@@ -19,6 +22,24 @@ Output (paths in the JSON files are relative to OUT):
 * ``gt.json``: ``{query: [its original]}`` for ``poolvec eval pairs`` and ``scripts/compare.py``;
 * ``manifest.json``: the seed, the source file of every database image and the edits of every query.
 
+``--style hard`` makes harder queries, in the style of DISC21 (Facebook's Image Similarity Challenge 2021). Each
+query's main edit is one of six families, equally often: ``paste`` (the original scaled to cover 25–60 % of
+another real photo, at a random place), the framed ones — ``collage`` (a 2×2, 2×3, 3×2 or 3×3 grid with thin
+borders, one tile the original cropped to the tile's shape, the others other photos) and ``screenshot`` (the
+original at 40–70 % of the width of a synthetic app or browser window: title bar, side bar, text), alternately —,
+``overlay`` (large text, emoji-like stickers and/or caption bands covering 15–30 % of the area), ``crop`` (keeping
+10–25 % of the area), ``perspective`` (a homography moving every corner inwards by 5–20 % of the sides, another
+photo or a colour behind) and ``combo`` (two of these chained, e.g. crop then paste, overlay then perspective);
+then one or two milder edits (flip, colour, greyscale, blur, rescale to a longer side of 320–768 px, JPEG quality
+20–50). The photos behind and beside the originals come from a held-out share of the sources (``--held-out``,
+default 0.2), never used as originals or distractors, so that no query has two right answers; the manifest
+lists them (``"held_out"``) and adds ``"style"``. Each query's edits are listed main edit first
+(``held_out[k]`` names a held-out photo).
+
+Sizes: ``wallpapers`` seed 0: 61 originals, 186 distractors, 183 queries; ``other`` seed 0: 66, 201, 198.
+``--style hard --seed 1``: ``wallpapers`` 49 originals, 147 distractors (49 photos and 98 crops), 25 held out,
+147 queries; ``other`` 53 originals, 159 distractors (53 and 106), 27 held out, 159 queries.
+
 The same sources and seed give the same files, byte for byte.
 """
 
@@ -29,7 +50,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,9 +243,11 @@ def _fit(img: Image.Image, max_side: int) -> Image.Image:
 Edit = Callable[[Image.Image, np.random.Generator], tuple[Image.Image, str]]
 
 
-def crop(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:
-    """Keep a random window of 20–60 % of the area."""
-    area = rng.uniform(0.2, 0.6)
+def crop(
+    img: Image.Image, rng: np.random.Generator, share: tuple[float, float] = (0.2, 0.6)
+) -> tuple[Image.Image, str]:
+    """Keep a random window of 20–60 % of the area (or of another ``share`` of it)."""
+    area = rng.uniform(*share)
     aspect = rng.uniform(0.75, 1.33)
     w = min(img.width, round(img.width * np.sqrt(area * aspect)))
     h = min(img.height, round(img.height * np.sqrt(area / aspect)))
@@ -353,6 +376,359 @@ def make_query(img: Image.Image, main: str, rng: np.random.Generator) -> tuple[I
     return img, done
 
 
+# -- the hard style (DISC21-like): main edits take (image, rng, held-out photos) -------------------------------
+HardEdit = Callable[[Image.Image, np.random.Generator, Sequence[Image.Image]], tuple[Image.Image, str]]
+
+#: main edits of ``--style hard``, each as often as the others; ``framed`` alternates collage and screenshot
+HARD_FAMILIES = ("paste", "framed", "overlay", "crop", "perspective", "combo")
+FRAMED = ("collage", "screenshot")
+#: the milder extra edits (one or two per query, after the main edit, in this order)
+HARD_EXTRAS = ("flip", "colour", "greyscale", "blur", "rescale", "jpeg")
+#: two main edits chained by ``combo`` (in this order; at most one of them puts the picture into another one)
+COMBOS = (
+    ("crop", "overlay"),
+    ("crop", "perspective"),
+    ("crop", "paste"),
+    ("crop", "collage"),
+    ("crop", "screenshot"),
+    ("overlay", "perspective"),
+    ("overlay", "paste"),
+    ("overlay", "collage"),
+    ("overlay", "screenshot"),
+    ("perspective", "paste"),
+    ("perspective", "collage"),
+    ("perspective", "screenshot"),
+)
+GRIDS = ((2, 2), (2, 3), (3, 2), (3, 3))
+WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "elit", "home", "news", "photos", "share", "like", "today", "more")
+CAPTIONS = ("WOW", "SALE", "LOL", "OMG", "BREAKING", "repost", "#photo", "© 2024", "look at this", "NO WAY", "50% OFF")
+#: (background, panel, ink, faint) of the light and the dark UI theme
+THEMES = (
+    ((250, 250, 250), (236, 238, 241), (33, 37, 41), (134, 142, 150)),
+    ((32, 33, 36), (48, 49, 54), (232, 234, 237), (154, 160, 166)),
+)
+ACCENTS = ((25, 118, 210), (56, 142, 60), (211, 47, 47), (123, 31, 162), (245, 124, 0), (0, 121, 107), (69, 90, 100))
+
+
+def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A random RGB colour."""
+    r, g, b = (int(v) for v in rng.integers(0, 256, 3))
+    return r, g, b
+
+
+def _cover(photo: Image.Image, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """The largest window of ``photo`` with the shape of ``size``, at a random place, resized to ``size``."""
+    w, h = size
+    cw, ch = min(photo.width, round(photo.height * w / h)), min(photo.height, round(photo.width * h / w))
+    x, y = int(rng.integers(0, photo.width - cw + 1)), int(rng.integers(0, photo.height - ch + 1))
+    return photo.crop((x, y, x + cw, y + ch)).resize(size, Image.Resampling.LANCZOS)
+
+
+def _line(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont, width: float, rng: np.random.Generator) -> str:
+    """Random words, as many as fit in ``width`` pixels (at least one)."""
+    words = [str(rng.choice(WORDS))]
+    while True:
+        word = str(rng.choice(WORDS))
+        if draw.textlength(" ".join([*words, word]), font=font) > width:
+            return " ".join(words)
+        words.append(word)
+
+
+def paste(img: Image.Image, rng: np.random.Generator, pool: Sequence[Image.Image]) -> tuple[Image.Image, str]:
+    """Scale the picture to cover 25–60 % of another real photo (a held-out one) and paste it at a random place."""
+    k = int(rng.integers(len(pool)))
+    aspect = img.width / img.height * float(rng.uniform(0.75, 1.33))  # the background's shape
+    side = max(img.size)
+    bw, bh = (side, max(16, round(side / aspect))) if aspect >= 1 else (max(16, round(side * aspect)), side)
+    canvas = _cover(pool[k], (bw, bh), rng)
+    s = np.sqrt(float(rng.uniform(0.25, 0.6)) * bw * bh / (img.width * img.height))
+    pw, ph = min(bw, max(8, round(img.width * s))), min(bh, max(8, round(img.height * s)))
+    x, y = int(rng.integers(0, bw - pw + 1)), int(rng.integers(0, bh - ph + 1))
+    canvas.paste(img.resize((pw, ph), Image.Resampling.LANCZOS), (x, y))
+    return canvas, f"paste {pw * ph / (bw * bh):.2f} {pw}x{ph}+{x}+{y} on held_out[{k}] {bw}x{bh}"
+
+
+def collage(img: Image.Image, rng: np.random.Generator, pool: Sequence[Image.Image]) -> tuple[Image.Image, str]:
+    """A grid of 4–9 tiles with thin borders: the picture (cropped to the tile's shape) and held-out photos."""
+    rows, cols = GRIDS[int(rng.integers(len(GRIDS)))]
+    aspect = img.width / img.height * float(rng.uniform(0.8, 1.25))  # the tiles' shape
+    side = max(img.size)
+    b = max(2, round(side * float(rng.uniform(0.004, 0.012))))
+    if cols * aspect >= rows:  # wider than high: the width is ``side``
+        tw = (side - (cols + 1) * b) // cols
+        th = max(8, round(tw / aspect))
+    else:
+        th = (side - (rows + 1) * b) // rows
+        tw = max(8, round(th * aspect))
+    border = ((255, 255, 255), (0, 0, 0), (24, 24, 24), (240, 240, 240))[int(rng.integers(4))]
+    canvas = Image.new("RGB", (cols * tw + (cols + 1) * b, rows * th + (rows + 1) * b), border)
+    spot = int(rng.integers(rows * cols))
+    others = iter(rng.choice(len(pool), size=rows * cols - 1, replace=len(pool) < rows * cols - 1).tolist())
+    used = []
+    for t in range(rows * cols):
+        if t == spot:
+            tile = _cover(img, (tw, th), rng)
+        else:
+            used.append(next(others))
+            tile = _cover(pool[used[-1]], (tw, th), rng)
+        canvas.paste(tile, (b + (t % cols) * (tw + b), b + (t // cols) * (th + b)))
+    return canvas, f"collage {rows}x{cols} tile {spot} {tw}x{th} border {b} with held_out{used}"
+
+
+def screenshot(img: Image.Image, rng: np.random.Generator, pool: Sequence[Image.Image]) -> tuple[Image.Image, str]:
+    """The picture at 40–70 % of the width of a synthetic app or browser window (title bar, side bar, text)."""
+    w = max(img.size)
+    share = float(rng.uniform(0.4, 0.7))
+    iw = round(w * share)
+    ih = max(8, round(iw * img.height / img.width))
+    dark = bool(rng.random() < 0.4)
+    bg, panel, ink, faint = THEMES[int(dark)]
+    accent = ACCENTS[int(rng.integers(len(ACCENTS)))]
+    browser = bool(rng.random() < 0.5)
+    left = bool(rng.random() < 0.6)
+    m = round(w * 0.02)
+    tb = round(w * float(rng.uniform(0.035, 0.055)))  # title bar
+    ab = round(tb * 1.2) if browser else 0  # address bar
+    sb = round(w * float(rng.uniform(0.15, 0.24)))  # side bar
+    fs = max(10, round(w * float(rng.uniform(0.016, 0.022))))
+    font, head = ImageFont.load_default(size=fs), ImageFont.load_default(size=round(fs * 1.6))
+    top = tb + ab
+    y_img = top + m + round(fs * 2.2) + m
+    n_text = int(rng.integers(2, 6))
+    h = max(round(w * float(rng.uniform(0.56, 0.7))), y_img + ih + m + round(n_text * fs * 1.5) + m)
+    canvas = Image.new("RGB", (w, h), bg)
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, 0, w, tb), fill=panel if browser else accent)
+    r = tb * 0.22
+    if rng.random() < 0.5:  # round window buttons on the left
+        for i, c in enumerate(((255, 95, 86), (255, 189, 46), (39, 201, 63))):
+            cx = tb * (0.6 + 0.7 * i)
+            draw.ellipse((cx - r, tb / 2 - r, cx + r, tb / 2 + r), fill=c)
+    else:  # minimise, maximise, close on the right
+        for i in range(3):
+            cx = w - tb * (0.7 + 1.1 * i)
+            draw.rectangle((cx - r, tb / 2 - r, cx + r, tb / 2 + r), outline=ink if browser else bg, width=2)
+    title_font = ImageFont.load_default(size=max(9, round(tb * 0.45)))
+    draw.text((w * 0.3, tb * 0.25), _line(draw, title_font, w * 0.3, rng), fill=ink if browser else bg, font=title_font)
+    if browser:
+        draw.rounded_rectangle((w * 0.1, tb + ab * 0.15, w * 0.85, tb + ab * 0.85), radius=ab * 0.35, fill=bg)
+        url = f"https://www.{rng.choice(WORDS)}{rng.choice(WORDS)}.com/{rng.choice(WORDS)}/{int(rng.integers(1e6))}"
+        draw.text((w * 0.12, tb + ab * 0.3), url, fill=faint, font=ImageFont.load_default(size=round(ab * 0.4)))
+    x0 = 0 if left else w - sb
+    draw.rectangle((x0, top, x0 + sb, h), fill=panel)
+    for i in range(int(rng.integers(5, 10))):
+        y = top + m + i * fs * 2.2
+        draw.rectangle((x0 + m, y + fs * 0.1, x0 + m + fs, y + fs * 1.1), fill=accent)
+        draw.text((x0 + m + fs * 1.6, y), _line(draw, font, sb - 3 * m - fs * 1.6, rng), fill=ink, font=font)
+    cx, cw = (sb + m if left else m), w - sb - 2 * m
+    draw.text((cx, top + m), _line(draw, head, cw, rng), fill=ink, font=head)
+    iw = min(iw, cw)
+    x = cx + int(rng.integers(0, cw - iw + 1))
+    canvas.paste(img.resize((iw, ih), Image.Resampling.LANCZOS), (x, y_img))
+    for i in range(n_text):
+        draw.text((cx, y_img + ih + m + i * fs * 1.5), _line(draw, font, cw, rng), fill=faint, font=font)
+    kind = f"{'dark' if dark else 'light'} {'browser' if browser else 'app'}"
+    return canvas, f"screenshot {iw / w:.2f} {iw}x{ih}+{x}+{y_img} {kind} {w}x{h}"
+
+
+def _emoji(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float], kind: int) -> None:
+    """An emoji-like sticker in ``box``: a smiley, a heart or a star."""
+    x0, y0, x1, y1 = box
+    d = x1 - x0
+    if kind == 0:
+        draw.ellipse(box, fill=(255, 204, 51, 255), outline=(120, 80, 0, 255), width=max(1, round(d / 30)))
+        for ex in (0.33, 0.67):
+            draw.ellipse(
+                (x0 + d * (ex - 0.07), y0 + d * 0.28, x0 + d * (ex + 0.07), y0 + d * 0.45), fill=(60, 40, 0, 255)
+            )
+        draw.arc(
+            (x0 + d * 0.22, y0 + d * 0.3, x1 - d * 0.22, y1 - d * 0.18),
+            20,
+            160,
+            fill=(60, 40, 0, 255),
+            width=max(2, round(d / 16)),
+        )
+    elif kind == 1:
+        red = (230, 30, 70, 255)
+        draw.ellipse((x0, y0 + d * 0.05, x0 + d * 0.55, y0 + d * 0.55), fill=red)
+        draw.ellipse((x1 - d * 0.55, y0 + d * 0.05, x1, y0 + d * 0.55), fill=red)
+        draw.polygon([(x0 + d * 0.03, y0 + d * 0.4), (x1 - d * 0.03, y0 + d * 0.4), (x0 + d * 0.5, y1)], fill=red)
+    else:
+        angles = np.pi / 2 + np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, d / 2, d / 5)
+        cx, cy = x0 + d / 2, y0 + d / 2
+        draw.polygon(
+            [(cx + r * np.cos(a), cy - r * np.sin(a)) for a, r in zip(angles, radii, strict=True)],
+            fill=(255, 196, 0, 255),
+            outline=(150, 90, 0, 255),
+        )
+
+
+def heavy_overlay(img: Image.Image, rng: np.random.Generator, pool: Sequence[Image.Image]) -> tuple[Image.Image, str]:
+    """Large text, emoji-like stickers and/or a caption band covering 15–30 % of the picture."""
+    w, h = img.size
+    target = float(rng.uniform(0.17, 0.3))  # covered: between target - 0.02 (≥ 15 %) and target
+    out = img.convert("RGBA")
+    covered = np.zeros((h, w), dtype=bool)
+    parts = []
+    first_top = None  # where a first caption band went (top or bottom edge)
+    if rng.random() < 0.4:  # a caption band first, under the target
+        first_top = bool(rng.random() < 0.5)
+        covered = _band(out, covered, first_top, max(8, round(h * target * float(rng.uniform(0.3, 0.7)))), rng)
+        parts.append("band")
+    for _ in range(12):
+        if covered.mean() >= target - 0.02:
+            break
+        sticker = bool(rng.random() < 0.4)
+        scale = float(rng.uniform(0.12, 0.3) if sticker else rng.uniform(0.08, 0.18))
+        kind, text = int(rng.integers(3)), " ".join(rng.choice(CAPTIONS, size=int(rng.integers(1, 3))).tolist())
+        colour_, stroke = _colour(rng), ((0, 0, 0), (255, 255, 255))[int(rng.integers(2))]
+        fx, fy = float(rng.random()), float(rng.random())
+        for _try in range(5):  # shrink until it fits under the target
+            layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+            draw = ImageDraw.Draw(layer)
+            if sticker:
+                d = scale * min(w, h)
+                x, y = fx * (w - d), fy * (h - d)
+                _emoji(draw, (x, y, x + d, y + d), kind)
+            else:  # wider than the picture: from the left edge, cut off on the right
+                font, sw = ImageFont.load_default(size=max(10, round(scale * h))), max(1, round(scale * h / 12))
+                x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font, stroke_width=sw)
+                x, y = fx * max(0, w - (x1 - x0)) - x0, fy * max(0, h - (y1 - y0)) - y0
+                draw.text((x, y), text, fill=(*colour_, 255), font=font, stroke_width=sw, stroke_fill=stroke)
+            mask = np.asarray(layer.getchannel("A")) > 0
+            if (covered | mask).mean() <= target:
+                out.alpha_composite(layer)
+                covered |= mask
+                parts.append(f"emoji {('smiley', 'heart', 'star')[kind]}" if sticker else f"text '{text}'")
+                break
+            scale *= 0.75
+    if covered.mean() < target - 0.02:  # top up with a caption band at the other edge
+        top = (not first_top) if first_top is not None else bool(rng.random() < 0.5)
+        rows = (~covered).sum(axis=1)
+        gain = np.cumsum(rows if top else rows[::-1])
+        height = min(h, int(np.searchsorted(gain, (target - covered.mean()) * w * h)) + 1)
+        covered = _band(out, covered, top, height, rng)
+        parts.append("band")
+    return out.convert("RGB"), f"overlay {covered.mean():.2f} " + ", ".join(parts)
+
+
+def _band(out: Image.Image, covered: np.ndarray, top: bool, height: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw an opaque caption band with a few words across the top or bottom of ``out``; returns the new coverage."""
+    w, h = out.size
+    y0 = 0 if top else h - height
+    fill = ((0, 0, 0), (255, 255, 255), None)[int(rng.integers(3))] or _colour(rng)
+    ink = (0, 0, 0) if fill == (255, 255, 255) else (255, 255, 255)
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((0, y0, w, y0 + height - 1), fill=(*fill, 255))
+    font = ImageFont.load_default(size=max(8, round(min(height * 0.6, h * 0.12))))
+    text = " ".join(rng.choice(CAPTIONS, size=int(rng.integers(1, 3))).tolist())
+    draw.text((w * 0.04, y0 + height / 2), text, fill=(*ink, 255), font=font, anchor="lm")
+    covered = covered.copy()
+    covered[y0 : y0 + height] = True
+    return covered
+
+
+def heavy_crop(img: Image.Image, rng: np.random.Generator, pool: Sequence[Image.Image]) -> tuple[Image.Image, str]:
+    """Keep a random window of 10–25 % of the area."""
+    return crop(img, rng, (0.1, 0.25))
+
+
+def _homography(src: np.ndarray, dst: np.ndarray) -> tuple[float, ...]:
+    """The 8 coefficients of Pillow's PERSPECTIVE transform that map the ``dst`` points onto the ``src`` points."""
+    a = np.zeros((8, 8))
+    for i, ((x, y), (u, v)) in enumerate(zip(dst, src, strict=True)):
+        a[2 * i] = (x, y, 1, 0, 0, 0, -x * u, -y * u)
+        a[2 * i + 1] = (0, 0, 0, x, y, 1, -x * v, -y * v)
+    return tuple(float(c) for c in np.linalg.solve(a, np.asarray(src, dtype=np.float64).ravel()))
+
+
+def perspective(img: Image.Image, rng: np.random.Generator, pool: Sequence[Image.Image]) -> tuple[Image.Image, str]:
+    """A perspective warp: every corner moved inwards by 5–20 % of the sides; a held-out photo or a colour behind."""
+    w, h = img.size
+    moves = rng.uniform(0.05, 0.2, (4, 2))
+    src = np.array([(0, 0), (w, 0), (w, h), (0, h)], dtype=np.float64)
+    inwards = np.array([(1, 1), (-1, 1), (-1, -1), (1, -1)])
+    coeffs = _homography(src, src + inwards * moves * (w, h))
+    warped = img.transform((w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC)
+    mask = Image.new("L", (w, h), 255).transform((w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR)
+    if rng.random() < 0.5:
+        k = int(rng.integers(len(pool)))
+        canvas, behind = _cover(pool[k], (w, h), rng), f"held_out[{k}]"
+    else:
+        fill = _colour(rng)
+        canvas, behind = Image.new("RGB", (w, h), fill), "#{:02x}{:02x}{:02x}".format(*fill)
+    canvas.paste(warped, mask=mask)
+    corners = " ".join(f"{dx:.2f},{dy:.2f}" for dx, dy in moves)
+    return canvas, f"perspective {corners} on {behind}"
+
+
+def mild_rescale(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    """Resize to a longer side of 320–768 pixels (down or up)."""
+    s = float(rng.uniform(320, 768)) / max(img.size)
+    size = (max(16, round(img.width * s)), max(16, round(img.height * s)))
+    return img.resize(size, Image.Resampling.BILINEAR), f"rescale {s:.2f}"
+
+
+def mild_jpeg(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    """JPEG compression at quality 20–50, applied as an edit before the final save."""
+    import io
+
+    q = int(rng.integers(20, 51))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=q)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB"), f"jpeg q={q}"
+
+
+HARD_FNS: dict[str, HardEdit] = {
+    "crop": heavy_crop,
+    "overlay": heavy_overlay,
+    "perspective": perspective,
+    "paste": paste,
+    "collage": collage,
+    "screenshot": screenshot,
+}
+EXTRA_FNS: dict[str, Edit] = {
+    "flip": flip,
+    "colour": colour,
+    "greyscale": greyscale,
+    "blur": blur,
+    "rescale": mild_rescale,
+    "jpeg": mild_jpeg,
+}
+
+
+def make_hard_query(
+    img: Image.Image, main: str, rng: np.random.Generator, pool: Sequence[Image.Image]
+) -> tuple[Image.Image, list[str]]:
+    """Apply the main edit (``combo``: two of them), then one or two milder ones; the main edit is listed first."""
+    if main == "combo":
+        first, second = COMBOS[int(rng.integers(len(COMBOS)))]
+        img, d1 = HARD_FNS[first](img, rng, pool)
+        img, d2 = HARD_FNS[second](img, rng, pool)
+        done = [f"combo {d1} + {d2}"]
+    else:
+        img, desc = HARD_FNS[main](img, rng, pool)
+        done = [desc]
+    extras = sorted(
+        rng.choice(HARD_EXTRAS, size=int(rng.integers(1, 3)), replace=False).tolist(), key=HARD_EXTRAS.index
+    )
+    for name in extras:
+        img, desc = EXTRA_FNS[name](img, rng)
+        done.append(desc)
+    return img, done
+
+
+def hard_mains(n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` main edits of the hard style: the families equally often, shuffled; ``framed`` alternates
+    collage and screenshot."""
+    families = [HARD_FAMILIES[i % len(HARD_FAMILIES)] for i in range(n)]
+    families = [families[i] for i in rng.permutation(n)]
+    framed = iter(FRAMED[i % len(FRAMED)] for i in range(n))
+    return [next(framed) if f == "framed" else f for f in families]
+
+
 def build(
     out: Path,
     seed: int = 0,
@@ -363,14 +739,23 @@ def build(
     max_side: int = 1024,
     cache: Path | None = None,
     collection: str = "wallpapers",
+    style: str = "classic",
+    held_out: float = 0.2,
 ) -> dict:
-    """Write the database, the queries, gt.json and manifest.json into ``out``; returns the manifest."""
+    """Write the database, the queries, gt.json and manifest.json into ``out``; returns the manifest.
+
+    ``style="hard"`` holds out a share ``held_out`` of the sources (the last ones of the seeded order; at least
+    one), never in the database, for the backgrounds and other tiles of the queries, and makes DISC21-like queries.
+    """
     sources = load_sources(cache, max_side, collection=COLLECTIONS[collection])
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(sources))
-    n_orig = min(originals, len(sources) // 2)
-    n_dis = len(sources) - n_orig if distractors is None else min(distractors, len(sources) - n_orig)
+    n_held = max(1, round(held_out * len(sources))) if style == "hard" else 0
+    usable = len(sources) - n_held
+    n_orig = min(originals, usable // 2)
+    n_dis = usable - n_orig if distractors is None else min(distractors, usable - n_orig)
     chosen = [sources[i] for i in order[: n_orig + n_dis]]
+    held = [sources[i] for i in order[usable:]]
     entries = [(name, img, "original" if j < n_orig else "distractor") for j, (name, img) in enumerate(chosen)]
     for name, img in chosen[n_orig:]:  # crops of distractor photos only: more distractors, none ambiguous
         for _ in range(distractor_crops):
@@ -385,26 +770,30 @@ def build(
         img.save(out / rel, "JPEG", quality=90)
         db_manifest[rel] = {"source": name, "role": role}
         db_name[j] = rel
-    mains = [EDITS[i % len(EDITS)] for i in range(n_orig * queries_per)]
-    mains = [mains[i] for i in rng.permutation(len(mains))]
+    if style == "hard":
+        mains = hard_mains(n_orig * queries_per, rng)
+    else:
+        mains = [EDITS[i % len(EDITS)] for i in range(n_orig * queries_per)]
+        mains = [mains[i] for i in rng.permutation(len(mains))]
+    pool = [img for _name, img in held]
     gt, queries = {}, {}
     for n, main in enumerate(mains):
         j = n % n_orig
-        img, edits = make_query(chosen[j][1], main, rng)
+        if style == "hard":
+            img, edits = make_hard_query(chosen[j][1], main, rng, pool)
+        else:
+            img, edits = make_query(chosen[j][1], main, rng)
         rel = f"queries/q{n:04d}_{main}.jpg"
         _fit(img, max_side).save(out / rel, "JPEG", quality=int(rng.integers(60, 91)))
         gt[rel] = [db_name[j]]
         queries[rel] = {"original": db_name[j], "main_edit": main, "edits": edits}
-    manifest = {
-        "seed": seed,
-        "collection": collection,
-        "max_side": max_side,
-        "originals": n_orig,
-        "distractors": len(entries) - n_orig,
-        "queries": len(gt),
-        "database": db_manifest,
-        "query_edits": queries,
-    }
+    manifest: dict = {"seed": seed, "collection": collection}
+    if style != "classic":  # the classic manifest stays as it was
+        manifest["style"] = style
+    manifest |= {"max_side": max_side, "originals": n_orig, "distractors": len(entries) - n_orig}
+    if style != "classic":  # the queries' ``held_out[k]`` refer to this list
+        manifest |= {"held_out": [name for name, _img in held]}
+    manifest |= {"queries": len(gt), "database": db_manifest, "query_edits": queries}
     (out / "gt.json").write_text(json.dumps(gt, indent=1) + "\n")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
@@ -414,7 +803,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="output folder (outside the repository)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--originals", type=int, default=120, help="originals (at most half of the sources)")
+    parser.add_argument(
+        "--originals", type=int, default=120, help="originals (at most half of the sources not held out)"
+    )
     parser.add_argument("--distractors", type=int, default=None, help="default: every other source photo")
     parser.add_argument("--distractor-crops", type=int, default=2, help="extra crops of each distractor photo")
     parser.add_argument("--queries-per", type=int, default=3, help="edited copies per original")
@@ -424,9 +815,21 @@ def main() -> None:
     parser.add_argument(
         "--collection", choices=sorted(COLLECTIONS), default="wallpapers", help="which photos (see COLLECTIONS)"
     )
+    parser.add_argument(
+        "--style",
+        choices=("classic", "hard"),
+        default="classic",
+        help="classic: the edits of EDITS; hard: DISC21-like (paste, collage, screenshot, overlay, crop, "
+        "perspective, combo) with held-out photos as backgrounds",
+    )
+    parser.add_argument(
+        "--held-out", type=float, default=None, help="--style hard: share of the sources held out (default 0.2)"
+    )
     args = parser.parse_args()
     if args.out.exists() and any(args.out.iterdir()):
         parser.error(f"{args.out} is not empty")
+    if args.held_out is not None and (args.style != "hard" or not 0 < args.held_out < 1):
+        parser.error("--held-out takes a share between 0 and 1, with --style hard only")
     m = build(
         args.out,
         seed=args.seed,
@@ -437,10 +840,13 @@ def main() -> None:
         max_side=args.max_side,
         cache=None if args.no_debian else args.sources,
         collection=args.collection,
+        style=args.style,
+        held_out=0.2 if args.held_out is None else args.held_out,
     )
     print(
         f"wrote {m['originals']} originals + {m['distractors']} distractors to {args.out / 'db'}, "
         f"{m['queries']} queries to {args.out / 'queries'}, ground truth {args.out / 'gt.json'}"
+        + (f" ({len(m['held_out'])} photos held out)" if "held_out" in m else "")
     )
 
 
