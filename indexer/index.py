@@ -33,6 +33,9 @@ from poolvec.indexer.ops.ray.options import RayOptions, parse_engine
 from poolvec.indexer.ops.sync import IndexReport, Progress
 from poolvec.indexer.options import EmbeddingOptions, Shard
 from poolvec.indexer.query import Hit, query_vectors, to_hits
+from poolvec.indexer.verify.policy import Verification
+from poolvec.indexer.verify.search import RegionSearch
+from poolvec.indexer.verify.verifier import Verifier
 
 if TYPE_CHECKING:
     from poolvec.pooling import Pipeline
@@ -100,6 +103,7 @@ class ImageIndex:
         self._recipe: Recipe | None = None
         self._fingerprint: str | None = None
         self._pending: dict[str, Any] | None = None  # an interrupted tune, dba or reroot (ops.pending)
+        self._verifier = Verifier(lambda: self._extractor.runtime if self._extractor is not None else self.runtime)
         self.vector_index = vector_index or VectorIndex()
         if self.store.exists():
             self._recipe, self._fingerprint, stored_index = self.store.read_config()
@@ -383,13 +387,16 @@ class ImageIndex:
         height: filters.Range | None = None,
         qe: int = 0,
         qe_alpha: float = 3.0,
+        verify: bool | Verification = True,
     ) -> list[list[Hit]]:
         """Batched search: one list of hits (best first) per query, in order.
 
         Filters: ``under`` a folder; ``size`` (bytes), ``mtime`` (POSIX seconds), ``width``/``height`` (pixels) as
         ``(low, high)`` with ``None`` for an open end; ``where`` a raw Milvus expression; ``min_score`` drops
-        weaker hits. ``qe=n`` re-queries with α-query-expansion over the top ``n`` hits (Radenović et al. 2018):
-        q' = q + Σ sᵢ^α·vᵢ, normalised.
+        weaker hits. ``qe=n`` re-queries with α-query-expansion over the top ``n`` hits (Radenović et al.
+        2018): q' = q + Σ sᵢ^α·vᵢ, normalised. ``verify`` (the default, or a
+        :class:`~poolvec.indexer.verify.policy.Verification`) checks an image query's shortlist by local features
+        and puts the hits shown to be copies first, with where they match (:mod:`poolvec.indexer.verify.search`).
         """
         if k < 1:
             raise IndexerError(f"k must be ≥ 1, got {k}")
@@ -399,17 +406,57 @@ class ImageIndex:
         if self._recipe is None:
             raise IndexerError(f"the index {self.uri} (collection {self.collection!r}) is empty: add images first")
         expr = filters.build(under_folder=under, size=size, mtime=mtime, width=width, height=height, where=where)
-        vectors = query_vectors(list(queries), self._recipe.dim, self.extractor)
+        policy = self._verifier.resolve(verify)
+        queries = list(queries)
+        wide = k if policy is None else max(k, policy.shortlist)
+        vectors = query_vectors(queries, self._recipe.dim, self.extractor)
         try:
             if qe > 0:
                 vectors = dba.augment(self.store, self.vector_index, vectors, qe, qe_alpha, False, filter=expr)
-            results = self.store.search(vectors.tolist(), k, self.vector_index, filter=expr)
+            results = self.store.search(vectors.tolist(), wide, self.vector_index, filter=expr)
         except BackendError as e:
             if where is None:
                 raise
             self.store.count()  # the backend answers without the expression: it is the expression it refused
             raise IndexerError(f"--where: Milvus refused {where!r}: {e}") from None
-        return to_hits(results, min_score)
+        if policy is None:
+            return to_hits(results, min_score)
+        return self._verifier.search(queries, to_hits(results), k, policy, self._crop_search(wide, expr), min_score)
+
+    def verify(
+        self,
+        queries: Iterable[ImageInput],
+        shortlists: list[list[Hit]],
+        k: int = 10,
+        *,
+        under: str | os.PathLike[str] | None = None,
+        min_score: float | None = None,
+        verify: Verification | None = None,
+    ) -> list[list[Hit]]:
+        """The ``k`` best of each global search's shortlist (best first, :attr:`Verification.shortlist` wide) once
+        checked against its query image, as :meth:`search_many` does with ``verify``: for callers that searched by
+        vector (the server embeds many queries in one pass)."""
+        policy = verify or self.verification
+        search = self._crop_search(max(k, policy.shortlist), filters.build(under_folder=under))
+        return self._verifier.search(list(queries), shortlists, k, policy, search, min_score)
+
+    @property
+    def verification(self) -> Verification:
+        """How matches are verified when a call does not say (``verify=True``)."""
+        return self._verifier.policy
+
+    @verification.setter
+    def verification(self, policy: Verification) -> None:
+        self._verifier.policy = policy
+
+    def _crop_search(self, k: int, expr: str) -> RegionSearch:
+        """How a verified search looks for its query's regions: embedded in one pass, searched together."""
+
+        def search(crops: list[Any]) -> list[list[Hit]]:
+            vectors = query_vectors(crops, self._recipe.dim, self.extractor)  # type: ignore[union-attr]
+            return to_hits(self.store.search(vectors.tolist(), k, self.vector_index, filter=expr))
+
+        return search
 
     def find_duplicates(
         self,
@@ -418,29 +465,39 @@ class ImageIndex:
         k: int = 10,
         under: str | os.PathLike[str] | None = None,
         normalize: bool = True,
+        verify: bool | Verification = True,
     ) -> list[DuplicateGroup]:
-        """Groups of copies: exact (same bytes) first, then near-duplicates with similarity ≥ ``threshold``.
+        """Groups of copies: exact (same bytes) first, then near-duplicates.
 
-        ``normalize`` (the default) compares normalised scores instead of cosines
-        (:func:`~poolvec.indexer.dups.find.normalise_edges`: each image's similarity to its nearest others is taken
-        off), which found 1.2–3× more true pairs at 95 % precision on the copy-detection sets. ``threshold``
-        defaults to what measured best for the kind of score and this index's embedding (:meth:`default_threshold`).
+        With ``verify`` (the default) a pair of neighbours scoring at least ``threshold`` is joined only when local
+        features show the two images correspond (:mod:`poolvec.indexer.dups.verify`), so look-alikes are never
+        grouped; without it, every pair at or above ``threshold`` is. ``normalize`` (the default) compares
+        normalised scores instead of cosines (:func:`~poolvec.indexer.dups.find.normalise_edges`: each image's
+        similarity to its nearest others is taken off). ``threshold`` defaults to what measured best
+        (:meth:`default_threshold`).
         """
         if self._recipe is None:
             return []
         self._refuse_if_pending()
+        policy = self._verifier.resolve(verify)
         if threshold is None:
-            threshold = self.default_threshold(normalize)
+            threshold = self.default_threshold(normalize, verify=policy is not None)
         low = -1.0 if normalize else 0.0
         if not low < threshold <= 1:
-            raise IndexerError(f"threshold must be in ({low:g}, 1], got {threshold}")
+            raise IndexerError(f"threshold must be in ({low:g}, 1], got {threshold}", kind="invalid")
         expr = filters.build(under_folder=under)
         beta = duplicates.NORMALIZE_BETA if normalize else None
-        return duplicates.find_duplicates(self.store, self.vector_index, threshold, k, expr, normalize=beta)
+        judge = None
+        if policy is not None:
+            judge = self._verifier.judge(policy, threshold, normalize, self.default_threshold(False))
+        return duplicates.find_duplicates(self.store, self.vector_index, threshold, k, expr, beta, judge)
 
-    def default_threshold(self, normalize: bool = False) -> float:
-        """The ``dups`` threshold for this index: tuned (learned-whitening) embeddings score copies lower than plain
-        GeM, so they get their own (docs/EVALUATION.md, "Duplicate pairs")."""
+    def default_threshold(self, normalize: bool = False, verify: bool = False) -> float:
+        """The ``dups`` threshold for this index: verified pairs are candidates from a lower score; tuned
+        (learned-whitening) embeddings score copies lower than plain GeM, so they get their own
+        (docs/EVALUATION.md, "Duplicate pairs")."""
+        if verify:
+            return duplicates.VERIFY_FROM_NORMALIZED if normalize else duplicates.VERIFY_FROM_RAW
         if normalize:
             return duplicates.THRESHOLD_NORMALIZED
         whitened = self._recipe is not None and self._recipe.learns_whitening
@@ -478,7 +535,8 @@ class ImageIndex:
         return self.store.remove_if_empty()
 
     def close(self) -> None:
-        """Release the client."""
+        """Release the client and the verification threads."""
+        self._verifier.close()
         self.store.close()
 
     def __enter__(self) -> ImageIndex:

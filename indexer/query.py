@@ -14,15 +14,27 @@ from poolvec.extractor import Extractor
 from poolvec.indexer.errors import IndexerError
 from poolvec.indexer.milvus.schema import META_FIELDS
 
+Box = tuple[float, float, float, float]
+
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the image path, its similarity (inner product of unit vectors = cosine), id, metadata."""
+    """One search result: the image path, its similarity (inner product of unit vectors = cosine), id, metadata,
+    and its verification: ``verified`` (None: not checked — a vector query, an unreadable file, an image without
+    enough detail), the ``inliers`` that agree, the matched region in the query and in the hit (``box_query``,
+    ``box_hit``: ``(x0, y0, x1, y1)`` in fractions of each image), whether the query was ``mirrored``, and the
+    query's ``region`` whose search found it (None: the whole query)."""
 
     path: str
     score: float
     id: int
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    verified: bool | None = None
+    inliers: int = 0
+    box_query: Box | None = None
+    box_hit: Box | None = None
+    mirrored: bool = False
+    region: Box | None = None
 
 
 def query_vectors(queries: list[Any], dim: int, extractor: Extractor) -> np.ndarray:

@@ -3,8 +3,9 @@
 The server runs as its own process (`poolvec serve --port 0`, bound to 127.0.0.1), as a user runs it; clients are
 threads of this script with one keep-alive connection each. Three requests are measured:
 
-- ``upload``: POST /api/search with an image (decode + forward pass + Milvus search) — micro-batched when
-  requests wait together; the mean images per embedding pass is reported from the server's counters;
+- ``upload``: POST /api/search with an image (decode + forward pass + Milvus search + verification of the shortlist
+  by local features, the default) — micro-batched when requests wait together; the mean images per embedding pass
+  is reported from the server's counters; ``upload unverified``: the same with ``verify=false``;
 - ``by id``: GET /api/search?id=N (a stored vector: Milvus search only);
 - ``thumbnail``: GET /api/images/N/thumbnail (from the server's cache after the first).
 
@@ -36,7 +37,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 POOLVEC = Path(sys.executable).with_name("poolvec")
-KINDS = ("upload", "by id", "thumbnail")
+KINDS = ("upload", "upload unverified", "by id", "thumbnail")
 
 
 def sample_index(folder: Path) -> tuple[str, list[Path]]:
@@ -105,9 +106,10 @@ def measure(
                 if n >= requests:
                     return
                 start = time.perf_counter()
-                if kind == "upload":
+                if kind.startswith("upload"):
                     name, data = payloads[n % len(payloads)]
-                    res = http.post("/api/search", files={"image": (name, data)}, params={"k": 10})
+                    params = {"k": 10, "verify": kind == "upload"}
+                    res = http.post("/api/search", files={"image": (name, data)}, params=params)
                 elif kind == "by id":
                     res = http.get("/api/search", params={"id": ids[n % len(ids)], "k": 10})
                 else:

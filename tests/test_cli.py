@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from poolvec.indexer.cli.app import app
@@ -148,7 +149,8 @@ def test_index_json_prune_reroot_drop(tmp_path, photos):
     res = runner.invoke(app, ["drop", "--db", db, "--yes"])
     assert res.exit_code == 0 and "removed the database folder" in res.stdout
     assert not os.path.exists(db)  # it held nothing else
-    assert json.loads(runner.invoke(app, ["info", "--db", db, "--json"]).stdout)["count"] == 0
+    res = runner.invoke(app, ["info", "--db", db, "--json"])  # as `search` would: there is no index
+    assert res.exit_code == 2 and res.stdout == "" and f"no index at {db}" in res.stderr
     assert not os.path.exists(db)
 
 
@@ -180,3 +182,30 @@ def test_index_type_options(tmp_path, photos):
     assert res.exit_code == 2 and "Milvus Lite cannot build a IVF_PQ index" in res.stderr
     bad = runner.invoke(app, ["index", str(photos), "--db", str(tmp_path / "b.db"), "--index-params", "[1]"])
     assert bad.exit_code == 2 and "JSON object" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "-k", "0", "x.jpg"],
+        ["serve", "--port", "99999"],
+        ["drop", "--json"],
+        ["nosuch"],
+        ["search"],
+        ["index", "--pooling"],
+    ],
+)
+def test_usage_mistakes_are_one_line_and_exit_2(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr  # not Typer's framed box
+    assert lines[0].startswith("error: ") and "--help`)" in lines[0]
+
+
+@pytest.mark.parametrize("token", ["", "   ", "pässwörd", "two words", "tab\there"])
+def test_serve_refuses_a_token_that_would_open_it_or_never_match(token, tmp_path):
+    db = tmp_path / "none.db"
+    res = runner.invoke(app, ["serve", "--db", str(db), "--token", token])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and "--token" in res.stderr
+    assert not db.exists()  # refused before anything was opened

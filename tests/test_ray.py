@@ -113,6 +113,17 @@ def test_engine_ray_without_ray_says_how_to_install(photos, tmp_path, monkeypatc
     assert len(ImageIndex(db)) == 0  # refused before tuning or indexing anything
 
 
+def test_ray_that_cannot_start_is_exit_3_in_one_line(photos, tmp_path):
+    ray_env()
+    env = {**os.environ, "RAY_TMPDIR": "/proc/poolvec-no-such-folder"}  # Ray cannot make its files there
+    db = tmp_path / "index.db"
+    command = [str(Path(sys.executable).with_name("poolvec")), "index", str(photos), "--db", str(db)]
+    res = subprocess.run([*command, "--engine", "ray", "--no-tune"], capture_output=True, text=True, env=env)
+    assert res.returncode == 3, res.stderr
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "could not start a local Ray" in res.stderr
+    assert "this is a bug" not in res.stderr
+
+
 def test_cli_does_not_import_ray():
     code = "import sys, poolvec.indexer.cli.app; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

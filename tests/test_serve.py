@@ -36,7 +36,7 @@ from poolvec.indexer import ImageIndex, IndexerError
 from poolvec.indexer.cli.app import app as cli
 from poolvec.indexer.serve.app import create_app
 from poolvec.indexer.serve.guard import host_name as _host_name
-from poolvec.indexer.serve.running import ServeSettings, bind, is_loopback, page_url
+from poolvec.indexer.serve.running import ServeSettings, bind, is_loopback, page_url, uvicorn_config
 from poolvec.indexer.serve.worker import IndexWorker, Query
 
 TOKEN = "s3cret-token"
@@ -52,10 +52,11 @@ POOLVEC = Path(sys.executable).with_name("poolvec")
 
 
 @contextlib.contextmanager
-def live(app, host: str = "127.0.0.1"):
-    """Run ``app`` with uvicorn in a thread on a free loopback port; yields its base URL."""
+def live(app, host: str = "127.0.0.1", settings: ServeSettings | None = None):
+    """Run ``app`` with uvicorn in a thread on a free loopback port, configured as ``poolvec serve`` runs it; yields
+    its base URL."""
     sock = bind(host, 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, settings or ServeSettings()))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -238,7 +239,7 @@ def test_duplicates_match_the_cli(served):
     res = served.get("/api/dups")
     assert res.status_code == 200, res.text
     got = res.json()
-    assert got["normalized"] is True and got["threshold"] == got["default_threshold"] == 0.15
+    assert got["normalized"] is True and got["verified"] is True and got["threshold"] == got["default_threshold"] == 0
     kinds = [g["kind"] for g in got["groups"]]
     assert kinds == sorted(kinds, key=lambda k: k != "exact")  # exact copies first
     by_names = {frozenset(Path(p).name for p in g["paths"]): g for g in got["groups"]}
@@ -246,6 +247,10 @@ def test_duplicates_match_the_cli(served):
     assert by_names[frozenset({"rocket.jpg", XSS})]["kind"] == "exact"
     near = next(g for names, g in by_names.items() if {"astronaut.jpg", SMALL} <= names)
     assert near["kind"] == "near"
+    (pair,) = [
+        p for p in near["pairs"] if {near["paths"][p["a"]], near["paths"][p["b"]]} >= {str(served.folder / SMALL)}
+    ]
+    assert pair["verified"] is True and pair["inliers"] >= 15 and len(pair["box_a"]) == len(pair["box_b"]) == 4
     for group in got["groups"]:
         assert [m["path"] for m in group["members"]] == group["paths"]
         for m in group["members"]:
@@ -257,9 +262,47 @@ def test_duplicates_match_the_cli(served):
     strict = served.get("/api/dups", params={"threshold": 0.99}).json()
     assert {g["kind"] for g in strict["groups"]} == {"exact"}
     raw = served.get("/api/dups", params={"normalize": "false"}).json()
-    assert raw["normalized"] is False and raw["threshold"] == 0.5
+    assert raw["normalized"] is False and raw["threshold"] == 0.3
+    unverified = served.get("/api/dups", params={"verify": "false"}).json()
+    assert unverified["verified"] is False and unverified["threshold"] == 0.15
+    assert all(p["verified"] is None for g in unverified["groups"] for p in g["pairs"])
+    raw = served.get("/api/dups", params={"normalize": "false", "verify": "false"}).json()
+    assert raw["threshold"] == 0.5
     bad = served.get("/api/dups", params={"threshold": 5})
-    assert bad.status_code == 400 and "threshold must be in" in _detail(bad)
+    assert bad.status_code == 422 and "threshold must be in" in _detail(bad)
+    for nonsense in ("nan", "inf", "-inf"):  # a bad parameter is 422 on every route (README's table)
+        bad = served.get("/api/dups", params={"threshold": nonsense})
+        assert bad.status_code == 422 and "threshold must be in" in _detail(bad), nonsense
+
+
+def test_a_request_that_stops_half_way_is_closed(served):
+    settings = ServeSettings(token=TOKEN, request_timeout=1.5, warm_up=False)
+    app = create_app(served.index, settings)
+    with live(app, settings=settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = []
+        for partial in (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"", POST_HALF):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(partial)
+            stalled.append(sock)
+        started = time.monotonic()
+        for sock in stalled:
+            sock.settimeout(10)
+            assert sock.recv(1024) == b""  # closed by the server, no answer
+            sock.close()
+        assert time.monotonic() - started < 5
+        assert httpx.get(url + "/healthz").status_code == 200  # whole requests still answered
+        slow = httpx.post(  # a slow answer is not cut: the deadline is for receiving the request
+            url + "/api/search", files={"image": ("q.jpg", b"x" * 10)}, headers=AUTH, timeout=30
+        )
+        assert slow.status_code in (415, 422)
+
+
+#: A search upload whose body stops half-way.
+POST_HALF = (
+    b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n\r\n'
+)
 
 
 def test_info_and_openapi(served):
@@ -387,7 +430,7 @@ def test_poolvec_serve_command(tmp_path, photo_dir, query_dir):
         hits = httpx.post(url + "/api/search", files=files, timeout=60).json()["hits"]
         assert Path(hits[0]["path"]) == folder / "coffee.jpg"
         assert httpx.get(url + "/").text.startswith("<!doctype html>")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # what systemd and `docker stop` send: a graceful stop, as Ctrl-C
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
@@ -436,6 +479,26 @@ def _browser():
     if os.environ.get("CI"):
         pytest.fail(problem)
     pytest.skip(problem)
+
+
+def pair_of(badge, until, shot: Path | None = None) -> None:
+    """Click a verified match's badge: the two images side by side, each with its matched region outlined."""
+    page = badge.page
+    badge.click()
+    until("document.querySelector('#pair-dialog').open")
+    until("[...document.querySelectorAll('#pair-dialog img')].every((i) => i.naturalWidth > 0)")
+    boxes = page.eval_on_selector_all(
+        "#pair-dialog .match-box",
+        "bs => bs.map(b => { const r = b.getBoundingClientRect();"
+        " const f = b.parentElement.getBoundingClientRect(); return [r.width / f.width, r.height / f.height]; })",
+    )
+    assert len(boxes) == 2 and all(0.2 < w <= 1.01 and 0.2 < h <= 1.01 for w, h in boxes), boxes
+    assert "matched points" in page.text_content("#pair-caption")
+    if shot is not None:
+        page.screenshot(path=str(shot))
+        _keep(shot)
+    page.click("#pair-close")
+    until("!document.querySelector('#pair-dialog').open")
 
 
 def test_page_in_chromium(served, query_dir, tmp_path):
@@ -492,6 +555,9 @@ def test_page_in_chromium(served, query_dir, tmp_path):
             page.screenshot(path=str(shot), full_page=True)
             _keep(shot)
 
+            # a verified hit explains itself: the query and the hit side by side, the matched region outlined
+            pair_of(page.locator("#hits .card").first.locator(".verified"), until, tmp_path / "serve-pair.png")
+
             second = page.locator("#hits .card").nth(1)
             second_name = second.locator(".name").text_content()
             second.click()
@@ -536,6 +602,7 @@ def test_page_in_chromium(served, query_dir, tmp_path):
             shot = tmp_path / "serve-duplicates.png"
             page.screenshot(path=str(shot), full_page=True)
             _keep(shot)
+            pair_of(page.locator("#groups .group.near .pairs .verified").first, until)
 
             page.eval_on_selector("#threshold", "s => { s.value = '0.9'; s.dispatchEvent(new Event('change')); }")
             until("document.querySelector('#dups-summary').textContent.includes('≥ 0.90')")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 from backend_cases import BACKENDS, SERVER_ENV, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
@@ -277,3 +280,29 @@ def test_server_going_away_mid_run_is_a_clear_error_and_the_rerun_finishes(milvu
     report = direct.add_folder(folder)
     assert report.unchanged >= 64 and report.added + report.unchanged == 88 and not report.failed
     assert len(direct) == 88
+
+
+def test_sigterm_during_index_is_an_interruption_and_a_rerun_finishes(tmp_path, photo_dir):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for src in sorted(photo_dir.glob("*.jpg")):
+        img = Image.open(src)
+        for i in range(10):
+            w, h = img.size
+            img.crop((i * w // 40, i * h // 50, w - i * w // 60, h)).save(folder / f"{src.stem}_{i:02d}.jpg")
+    db = tmp_path / "term.db"
+    poolvec = str(Path(sys.executable).with_name("poolvec"))
+    command = [poolvec, "index", str(folder), "--db", str(db), "--no-tune", "--max-side", "96"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (db.exists() and any(db.iterdir())):  # the index is being written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted"), err
+    done = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["count"] == 110

@@ -15,14 +15,16 @@ import atexit
 import contextlib
 import logging
 import os
+import signal
 import sys
 from typing import Annotated, Any
 
 import typer
 
-from poolvec.indexer.cli.commands import embed, evaluate, index, info, maintain, search, serve
-from poolvec.indexer.cli.output import EXIT_CODES, out
+from poolvec.indexer.cli.commands import compare, embed, evaluate, index, info, maintain, search, serve
+from poolvec.indexer.cli.output import EXIT_CODES, fail, out
 from poolvec.indexer.cli.run import configure
+from poolvec.indexer.errors import EXIT_INTERRUPTED
 
 #: The end of ``poolvec --help``: README's exit-code table.
 EPILOG = "Exit codes:\n" + "\n".join(
@@ -47,7 +49,36 @@ def _no_type(ctx: Any = None) -> None:
 
 
 class _Group(_PlainHelp, typer.core.TyperGroup):
-    pass
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Click's and Typer's own mistakes in the command line end as every other error does: one line on stderr
+        naming the way to the help, exit 2 (README's table) — not a framed box of five lines."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        click = _click_exceptions()
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.NoArgsIsHelpError as e:  # `poolvec` alone: the help was printed, as Typer does
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "poolvec"
+            fail(f"{' '.join(e.format_message().split())} (see `{where} --help`)", e.exit_code)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            fail(" ".join(e.format_message().split()), e.exit_code)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            fail(EXIT_CODES[EXIT_INTERRUPTED], EXIT_INTERRUPTED)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions() -> Any:
+    """Click's exceptions as this Typer raises them (Typer 0.2x carries its own copy of Click)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
 
 
 class _Command(_PlainHelp, typer.core.TyperCommand):
@@ -69,6 +100,7 @@ COMMANDS = {
     "index": index.index,
     "search": search.search,
     "dups": search.dups,
+    "compare": compare.compare,
     "embed": embed.embed,
     "info": info.info,
     "drop": maintain.drop,
@@ -118,12 +150,19 @@ def main() -> None:
     """
     status: list[int] = []
     atexit.register(_end_now, status)  # registered first, so it runs last
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app(prog_name="poolvec")
     except SystemExit as e:
         if "torch" in sys.modules:
             status.append(e.code if isinstance(e.code, int) else 0 if e.code is None else 1)
         raise
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (``timeout``, systemd, ``docker stop``) ends a command as Ctrl-C does: what was done is kept, one
+    line says so, exit 130. ``serve`` has uvicorn's own handlers while it runs: a graceful stop."""
+    raise KeyboardInterrupt
 
 
 def _end_now(status: list[int]) -> None:

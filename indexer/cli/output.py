@@ -28,7 +28,9 @@ EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_PARTIAL: "finished, but some files were skipped (each is listed on stderr with its reason)",
     EXIT_USAGE: "usage or configuration error (bad option, unknown backbone, config differs from the index's)",
-    EXIT_BACKEND: "the Milvus backend is unreachable, or another process holds the Milvus Lite database",
+    EXIT_BACKEND: (
+        "the Milvus backend is unreachable, another process holds the Milvus Lite database, or Ray could not start"
+    ),
     EXIT_INTERNAL: "unexpected error (a bug: run again with --debug and report the traceback)",
     EXIT_INTERRUPTED: "interrupted; what was done so far is kept — run the same command again to finish",
 }

@@ -6,6 +6,7 @@ with union-find, so memory is O(N·k) — never an N×N similarity matrix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,8 +21,21 @@ from poolvec.indexer.milvus.vector_index import VectorIndex
 #: recall of 15–18 %; 0.5 (precision ≥ 90 % on both) gives 99 / 90 %, recall 35 / 29 %. Raw cosines of plain GeM
 #: keep the earlier 0.9 (precision 100 / 95 %, recall 4 / 8 %).
 THRESHOLD_NORMALIZED = 0.15
+#: With verification (the default): pairs scoring at least this are verified by local features (the candidates); pairs
+#: scoring at least ``SURE_*`` are joined without looking. Measured on three sets (docs/EVALUATION.md, "Verification").
+VERIFY_FROM_NORMALIZED = 0.0
+VERIFY_FROM_RAW = 0.3
+#: Pairs that cannot be verified (an image with too few keypoints) are joined from this score.
+UNVERIFIABLE_NORMALIZED = 0.2
+SURE_NORMALIZED = 0.3
+SURE_RAW = 0.9
+#: Pairs from this score that do not verify at first get a second look with richer features.
+RETRY_NORMALIZED = 0.1
+RETRY_RAW = 0.5
 THRESHOLD_WHITENED = 0.5
 THRESHOLD_PLAIN = 0.9
+#: The fraction of both images a verified pair's matched region must cover to join groups freely (:func:`whole`).
+WHOLE = 0.5
 #: β of the score normalisation (SSCD's value; 0.5 and 1 measured alike, 1 slightly higher µAP).
 NORMALIZE_BETA = 1.0
 #: Neighbours left out of an image's background: its nearest one is the candidate copy (with it, the two images of a
@@ -29,14 +43,32 @@ NORMALIZE_BETA = 1.0
 SKIP = 1
 
 
+@dataclass(frozen=True)
+class Pair:
+    """Two images of a near-duplicate group and why they were joined: their ``score`` (normalised or raw, as the
+    search was made) and, when verified, the ``inliers`` and matched ``box_a``/``box_b`` (fractions of each image;
+    ``verified`` None: the pair was joined on its score alone)."""
+
+    a: int
+    b: int
+    score: float
+    verified: bool | None = None
+    inliers: int = 0
+    box_a: tuple[float, float, float, float] | None = None
+    box_b: tuple[float, float, float, float] | None = None
+    agreement: float | None = None
+
+
 @dataclass
 class DuplicateGroup:
-    """Images that are copies of each other: ``kind`` is "exact" (same bytes) or "near" (score ≥ threshold)."""
+    """Images that are copies of each other: ``kind`` is "exact" (same bytes) or "near" (joined by ``pairs``);
+    ``paths`` sorted, ``ids`` in the same order."""
 
     kind: str
     paths: list[str]
-    score: float = 1.0  # the lowest similarity that joined the group
+    score: float = 1.0  # the lowest score that joined the group
     ids: list[int] = field(default_factory=list, repr=False)
+    pairs: list[Pair] = field(default_factory=list, repr=False)
 
 
 class _UnionFind:
@@ -63,11 +95,53 @@ def exact_duplicates(store: MilvusStore, filter: str = "") -> list[DuplicateGrou
         for r in rows:
             by_hash.setdefault(r["sha256"], []).append((int(r["id"]), r["path"]))
     groups = [
-        DuplicateGroup("exact", [p for _, p in sorted(items, key=lambda t: t[1])], 1.0, [i for i, _ in items])
-        for items in by_hash.values()
-        if len(items) > 1
+        DuplicateGroup("exact", [p for _, p in members], 1.0, [i for i, _ in members])
+        for members in (sorted(items, key=lambda t: t[1]) for items in by_hash.values())
+        if len(members) > 1
     ]
     return sorted(groups, key=lambda g: (-len(g.paths), g.paths[0]))
+
+
+#: An edge of the neighbour graph: (image id, neighbour id, score).
+Edge = tuple[int, int, float]
+#: Decides which candidate edges join groups: gets the edges (each pair once) and the paths by id, returns pairs.
+Judge = Callable[[list[Edge], dict[int, str]], list[Pair]]
+
+
+def candidate_edges(
+    store: MilvusStore,
+    index: VectorIndex,
+    k: int = 10,
+    batch_size: int = 256,
+    filter: str = "",
+    normalize: float | None = None,
+) -> tuple[list[Edge], dict[int, str]]:
+    """Every image's ``k`` nearest other images, scored (normalised with β = ``normalize``:
+    :func:`normalise_edges`), each pair once with its best score; and the paths by id. O(N·k) memory."""
+    paths: dict[int, str] = {}
+    edges: list[Edge] = []
+    for rows in store.iterate(filter, fields=("path", "vector"), batch_size=batch_size):
+        ids = [int(r["id"]) for r in rows]
+        paths.update((int(r["id"]), r["path"]) for r in rows)
+        results = store.search([r["vector"] for r in rows], k + 1, index, filter=filter)
+        for qid, hits in zip(ids, results, strict=True):
+            for h in hits:
+                hid = int(h["id"])
+                if hid != qid:
+                    paths.setdefault(hid, h["entity"]["path"])
+                    edges.append((qid, hid, float(h["distance"])))
+    if normalize is not None:
+        edges = normalise_edges(edges, k, normalize)
+    best: dict[tuple[int, int], float] = {}
+    for a, b, score in edges:
+        key = (min(a, b), max(a, b))
+        best[key] = max(best.get(key, -np.inf), score)  # the pair's score, seen from either end
+    return [(a, b, s) for (a, b), s in best.items()], paths
+
+
+def by_threshold(threshold: float) -> Judge:
+    """The judge of unverified duplicates: a pair is joined when its score is at least ``threshold``."""
+    return lambda edges, _paths: [Pair(a, b, s) for a, b, s in edges if s >= threshold]
 
 
 def near_duplicates(
@@ -78,45 +152,60 @@ def near_duplicates(
     batch_size: int = 256,
     filter: str = "",
     normalize: float | None = None,
+    judge: Judge | None = None,
 ) -> list[DuplicateGroup]:
-    """Groups of images whose similarity is ≥ ``threshold`` to another member (exact copies included).
+    """Groups of images joined by pairs that ``judge`` accepts (default: score ≥ ``threshold``), exact copies
+    included, largest first."""
+    edges, paths = candidate_edges(store, index, k, batch_size, filter, normalize)
+    return group(paths, (judge or by_threshold(threshold))(edges, paths))
 
-    With ``normalize=β`` the similarity is first normalised (:func:`normalise_edges`); every image's k
-    neighbours are then kept until the pass ends (O(N·k) memory, as before).
-    """
+
+def whole(pair: Pair) -> bool:
+    """A verified pair whose matched region covers at least :data:`WHOLE` of both images: the same picture (resized,
+    mirrored, rotated, lightly cropped), not a part of one found in the other."""
+    return bool(pair.verified) and all(b is not None and _area(b) >= WHOLE for b in (pair.box_a, pair.box_b))
+
+
+def _area(box: tuple[float, float, float, float]) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def strongest(pairs: list[Pair]) -> list[Pair]:
+    """The pairs that may join groups: every :func:`whole` pair (copies of one whole picture are copies of each
+    other), and each image's strongest other pair — verified pairs by inliers, before pairs joined on their score
+    alone — so that a partial match (two photos pasted into one background, two screenshots of one app, two photos
+    with one caption) cannot chain two groups together. Measured: docs/EVALUATION.md, "Verification"."""
+    best: dict[int, tuple[tuple[int, float], Pair]] = {}
+    for p in pairs:
+        weight = (1, float(p.inliers)) if p.verified else (0, p.score)
+        for node in (p.a, p.b):
+            if node not in best or weight > best[node][0]:
+                best[node] = (weight, p)
+    kept = {(p.a, p.b): p for _, p in best.values()}
+    kept.update(((p.a, p.b), p) for p in pairs if whole(p))
+    return [kept[k] for k in sorted(kept)]
+
+
+def group(paths: dict[int, str], pairs: list[Pair]) -> list[DuplicateGroup]:
+    """The connected groups of ``pairs`` (union-find), each with the pairs that joined it."""
     uf = _UnionFind()
-    weakest: dict[tuple[int, int], float] = {}
-    paths: dict[int, str] = {}
-    edges: list[tuple[int, int, float]] = []
-    for rows in store.iterate(filter, fields=("path", "vector"), batch_size=batch_size):
-        ids = [int(r["id"]) for r in rows]
-        paths.update((int(r["id"]), r["path"]) for r in rows)
-        results = store.search([r["vector"] for r in rows], k + 1, index, filter=filter)
-        for qid, hits in zip(ids, results, strict=True):
-            for h in hits:
-                hid, score = int(h["id"]), float(h["distance"])
-                if hid == qid:
-                    continue
-                paths.setdefault(hid, h["entity"]["path"])
-                if normalize is not None or score >= threshold:
-                    edges.append((qid, hid, score))
-    if normalize is not None:
-        edges = normalise_edges(edges, k, normalize)
-    for qid, hid, score in edges:
-        if score >= threshold:
-            uf.union(qid, hid)
-            key = (min(qid, hid), max(qid, hid))
-            weakest[key] = max(weakest.get(key, -np.inf), score)  # the pair's score, seen from either end
+    for p in pairs:
+        uf.union(p.a, p.b)
     members: dict[int, list[int]] = {}
     for node in list(uf.parent):
         members.setdefault(uf.find(node), []).append(node)
-    low: dict[int, float] = {}
-    for (a, _), score in weakest.items():
-        root = uf.find(a)
-        low[root] = min(low.get(root, 1.0), score)
+    joined: dict[int, list[Pair]] = {}
+    for p in pairs:
+        joined.setdefault(uf.find(p.a), []).append(p)
     groups = [
-        DuplicateGroup("near", sorted(paths[i] for i in ids), low.get(root, 1.0), sorted(ids))
-        for root, ids in members.items()
+        DuplicateGroup(
+            "near",
+            [paths[i] for i in ids],
+            min((p.score for p in joined.get(root, [])), default=1.0),
+            ids,
+            sorted(joined.get(root, []), key=lambda p: (p.a, p.b)),
+        )
+        for root, ids in ((r, sorted(m, key=lambda i: paths[i])) for r, m in members.items())
         if len(ids) > 1
     ]
     return sorted(groups, key=lambda g: (-len(g.paths), g.paths[0]))
@@ -144,13 +233,14 @@ def find_duplicates(
     k: int = 10,
     filter: str = "",
     normalize: float | None = None,
+    judge: Judge | None = None,
 ) -> list[DuplicateGroup]:
     """Exact-duplicate groups first, then near-duplicate groups that are not just one exact group."""
     exact = exact_duplicates(store, filter)
     exact_sets = {frozenset(g.paths) for g in exact}
     near = [
         g
-        for g in near_duplicates(store, index, threshold, k, filter=filter, normalize=normalize)
+        for g in near_duplicates(store, index, threshold, k, filter=filter, normalize=normalize, judge=judge)
         if frozenset(g.paths) not in exact_sets
     ]
     return exact + near

@@ -36,7 +36,8 @@ class Context:
         if token is None:
             return
         given = credentials.credentials if credentials is not None else ""
-        if not secrets.compare_digest(given.encode(), token.encode()):
+        # headers arrive as Latin-1: compare the bytes as sent (a token is printable ASCII: ServeSettings)
+        if not secrets.compare_digest(given.encode("latin-1", "replace"), token.encode()):
             raise HTTPException(
                 401,
                 "missing or wrong token: send 'Authorization: Bearer TOKEN' (the token given to poolvec serve)",

@@ -21,6 +21,12 @@ HitModel = create_model(
     score=(float, ...),
     id=(int, ...),
     **_meta(),
+    verified=(bool | None, None),
+    inliers=(int, 0),
+    box_query=(list[float] | None, None),
+    box_hit=(list[float] | None, None),
+    mirrored=(bool, False),
+    region=(list[float] | None, None),
 )
 #: A stored image's metadata, keyed as in a hit.
 Member = create_model("Member", __doc__="An indexed image: its id and stored metadata.", id=(int, ...), **_meta())
@@ -33,12 +39,26 @@ class SearchResult(BaseModel):
     hits: list[HitModel]  # type: ignore[valid-type]
 
 
+class Pair(BaseModel):
+    """Why two members of a group were joined: their indexes in `paths`, score, and verification (boxes
+    `[x0, y0, x1, y1]` in fractions of each image)."""
+
+    a: int
+    b: int
+    score: float
+    verified: bool | None = None
+    inliers: int = 0
+    box_a: list[float] | None = None
+    box_b: list[float] | None = None
+
+
 class Group(BaseModel):
     """One group of `poolvec dups --json`, plus each member's stored metadata."""
 
     kind: str
     score: float
     paths: list[str]
+    pairs: list[Pair] = []
     members: list[Member]  # type: ignore[valid-type]
 
 
@@ -48,6 +68,7 @@ class Duplicates(BaseModel):
     threshold: float
     default_threshold: float
     normalized: bool
+    verified: bool
     k: int
     groups: list[Group]
 

@@ -6,6 +6,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from poolvec.indexer.errors import IndexerError
 from poolvec.indexer.index import ImageIndex
@@ -74,13 +75,28 @@ def serve(
     sock = bind(host, port)
     url = page_url(host, sock.getsockname()[1], settings.token)
     say(f"poolvec: serving {index.uri} ({len(index)} images) at {url}")
-    config = uvicorn.Config(create_app(index, settings), log_level="warning", access_log=False, lifespan="on")
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(uvicorn_config(create_app(index, settings), settings)).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled, after shutting down cleanly
         pass
     finally:
         sock.close()
 
 
-__all__ = ["ServeSettings", "bind", "is_loopback", "page_url", "serve"]
+def uvicorn_config(app: Any, settings: ServeSettings) -> Any:
+    """How uvicorn runs an app of ours: quiet, and every request within ``settings.request_timeout`` seconds."""
+    import uvicorn
+
+    from poolvec.indexer.serve.protocol import with_deadline
+
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http=with_deadline(settings.request_timeout),
+        timeout_keep_alive=5,
+    )
+
+
+__all__ = ["ServeSettings", "bind", "is_loopback", "page_url", "serve", "uvicorn_config"]

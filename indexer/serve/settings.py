@@ -32,6 +32,8 @@ class ServeSettings:
         thumbnail_cache_bytes: memory kept for thumbnails (least recently used dropped).
         allowed_hosts: ``Host`` names answered; ``None`` answers any (a server bound to a public address).
         warm_up: run the model once at start, so that the first query does not pay for loading it.
+        request_timeout: seconds a client has to send a whole request (headers and body) before its connection is
+            closed (:mod:`~poolvec.indexer.serve.protocol`).
     """
 
     token: str | None = None
@@ -41,6 +43,27 @@ class ServeSettings:
     thumbnail_cache_bytes: int = 128 << 20
     allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES
     warm_up: bool = True
+    request_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.token is not None:
+            check_token(self.token)
+
+
+def check_token(token: str) -> None:
+    """Refuse a token that would leave the server open or could never be sent: empty, or outside printable ASCII
+    (HTTP headers travel as Latin-1 at best, and browsers refuse anything else)."""
+    from poolvec.indexer.errors import IndexerError
+
+    if not token.strip():
+        raise IndexerError(
+            "--token is empty: an empty token would let every request in; give a real one, or leave --token out"
+        )
+    if not all(" " < c < "\x7f" for c in token):
+        raise IndexerError(
+            "--token must be printable ASCII without spaces (HTTP clients and browsers cannot send other characters "
+            "in a header); choose another, e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`"
+        )
 
 
 __all__ = [
@@ -52,4 +75,5 @@ __all__ = [
     "MULTIPART_SLACK",
     "PAGE_CSP",
     "ServeSettings",
+    "check_token",
 ]

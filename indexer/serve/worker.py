@@ -35,10 +35,11 @@ class Query:
     k: int = 10
     min_score: float | None = None
     under: str | None = None
+    verify: bool = True
 
     @property
-    def options(self) -> tuple[int, float | None, str | None]:
-        return self.k, self.min_score, self.under
+    def options(self) -> tuple[int, float | None, str | None, bool]:
+        return self.k, self.min_score, self.under, self.verify
 
 
 @dataclass
@@ -198,9 +199,11 @@ class IndexWorker:
         for i, q in jobs:
             if i in vectors:
                 by_options.setdefault(q.options, []).append(i)
-        for (k, min_score, under), members in by_options.items():
+        for (k, min_score, under, verify), members in by_options.items():
             try:
-                results = self.index.search_many([vectors[i] for i in members], k=k, min_score=min_score, under=under)
+                results = self._search(
+                    [vectors[i] for i in members], [names[i] for i in members], k, min_score, under, verify
+                )
             except Exception as e:
                 failed.update((i, e) for i in members)
                 continue
@@ -210,6 +213,23 @@ class IndexWorker:
             self.stats.searches += len(jobs)
         for i, e in failed.items():
             yield i, (None, e)
+
+    def _search(
+        self,
+        vectors: list[np.ndarray],
+        sources: list[str],
+        k: int,
+        min_score: float | None,
+        under: str | None,
+        verify: bool,
+    ) -> list[list[Hit]]:
+        """One batched Milvus search; with ``verify``, each shortlist then checked against its query image (an
+        uploaded file, or the stored image's own file)."""
+        if not verify:
+            return self.index.search_many(vectors, k=k, min_score=min_score, under=under, verify=False)
+        wide = max(k, self.index.verification.shortlist)
+        shortlists = self.index.search_many(vectors, k=wide, under=under, verify=False)
+        return self.index.verify(sources, shortlists, k, under=under, min_score=min_score)
 
     def _lookups(self, jobs: list[tuple[int, list[int]]]):
         wanted = sorted({n for _, ids in jobs for n in ids})

@@ -9,9 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from poolvec.extractor.defaults import DEFAULT_BACKBONE, DEFAULT_POOLING, PACKAGED_CHANNELS
-from poolvec.indexer.cli.output import err, out, print_json
+from poolvec.indexer.cli.output import out, print_json
 from poolvec.indexer.cli.params import CollOpt, DbOpt, JsonOpt, TokenOpt
-from poolvec.indexer.cli.run import open_index, run
+from poolvec.indexer.cli.run import existing_index, run
 from poolvec.indexer.errors import EXIT_OK
 from poolvec.indexer.milvus.lite import DEFAULT_COLLECTION, DEFAULT_URI
 
@@ -28,7 +28,7 @@ def info(
     """What the index holds and how it was built (backbone, weights, pooling, dimension, backend)."""
 
     def body() -> int:
-        idx = open_index(db, collection, token)
+        idx = existing_index(db, collection, token)  # no index there: one line and exit 2, as `search` says
         data = idx.info()
         if as_json:
             print_json(data)
@@ -36,7 +36,7 @@ def info(
         table = Table(show_header=False, title="poolvec index")
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
-        recipe = idx.recipe.describe() if idx.recipe is not None else dict.fromkeys(RECIPE_ROWS, "—")
+        recipe = idx.recipe.describe()  # type: ignore[union-attr]
         rows = [
             ("uri", data["uri"]),
             ("backend", data["backend"]),
@@ -50,8 +50,6 @@ def info(
         for name, value in rows:
             table.add_row(name, escape(value))
         out.print(table)
-        if idx.recipe is None:
-            err.print(f"the index is empty: run `poolvec index FOLDER --db {escape(db)}`")
         return EXIT_OK
 
     run(body)

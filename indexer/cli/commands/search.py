@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -18,6 +19,17 @@ from poolvec.indexer.milvus import names
 from poolvec.indexer.milvus.lite import DEFAULT_COLLECTION, DEFAULT_URI
 from poolvec.indexer.milvus.schema import META_FIELDS
 from poolvec.indexer.options import EmbeddingOptions
+
+if TYPE_CHECKING:
+    from poolvec.indexer.query import Hit
+
+VerifyOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Check matches by local features (SIFT + RANSAC): verified copies first in search, and dups joins only "
+        "images shown to correspond, so look-alikes are not grouped.",
+    ),
+]
 
 
 @embedding_options(*RUNTIME_FIELDS)
@@ -36,6 +48,15 @@ def search(
         ),
     ] = None,
     qe: Annotated[int, typer.Option("--qe", metavar="N", min=0, help="Query expansion over the top N hits.")] = 0,
+    verify: VerifyOpt = True,
+    regions: Annotated[
+        str,
+        typer.Option(
+            metavar="WHEN",
+            help="Also search the query's regions (a copy pasted into a photo or framed in a collage): 'auto' when "
+            "nothing of the whole query verifies, 'always', or 'never'.",
+        ),
+    ] = "auto",
     db: DbOpt = DEFAULT_URI,
     token: TokenOpt = None,
     collection: CollOpt = DEFAULT_COLLECTION,
@@ -54,7 +75,8 @@ def search(
     def body() -> int:
         idx = existing_index(db, collection, token, runtime=embedding.runtime)
         paths = [str(q) for q in queries]
-        results = idx.search_many(paths, k=k, under=under, min_score=min_score, where=where, qe=qe)
+        policy = replace(idx.verification, regions=regions) if verify else False
+        results = idx.search_many(paths, k=k, under=under, min_score=min_score, where=where, qe=qe, verify=policy)
         pairs = list(zip(paths, results, strict=True))
         if grid is not None or html is not None:
             from poolvec.indexer import render
@@ -70,13 +92,21 @@ def search(
             table = Table(title=escape(f"query: {names.shown(q)}"), show_header=True)
             table.add_column("rank", justify="right")
             table.add_column("score", justify="right")
+            table.add_column("verified", justify="right")
             table.add_column("path", overflow="fold")
             for r, h in enumerate(hits, 1):
-                table.add_row(str(r), f"{h.score:.4f}", escape(names.shown(h.path)))
+                table.add_row(str(r), f"{h.score:.4f}", _verified(h), escape(names.shown(h.path)))
             out.print(table)
         return EXIT_OK
 
     run(body)
+
+
+def _verified(hit: Hit) -> str:
+    """A hit's verification for the table: ✓ and the inliers, ✗, or nothing when it was not checked."""
+    if hit.verified is None:
+        return ""
+    return f"✓ {hit.inliers}" + (" mirrored" if hit.mirrored else "") if hit.verified else "✗"
 
 
 def dups(
@@ -84,8 +114,9 @@ def dups(
         float | None,
         typer.Option(
             metavar="SCORE",
-            help="Score at or above which images are near-duplicates (default 0.15; with --no-normalize, the cosine: "
-            "0.5 for the tuned embedding, 0.9 for plain GeM).",
+            help="Score from which two neighbours are candidates (default 0.0, normalised; 0.3 with --no-normalize); "
+            "with --no-verify, the score at or above which they are copies (default 0.15; with --no-normalize 0.5 "
+            "for the tuned embedding, 0.9 for plain GeM).",
         ),
     ] = None,
     normalize: Annotated[
@@ -96,6 +127,7 @@ def dups(
         ),
     ] = True,
     k: Annotated[int, typer.Option("-k", metavar="K", min=1, help="Neighbours examined per image.")] = 10,
+    verify: VerifyOpt = True,
     under: UnderOpt = None,
     db: DbOpt = DEFAULT_URI,
     token: TokenOpt = None,
@@ -109,7 +141,8 @@ def dups(
     """Groups of duplicate images in the index: exact copies (same bytes) first, then near-duplicates."""
 
     def body() -> int:
-        groups = existing_index(db, collection, token).find_duplicates(threshold, k=k, under=under, normalize=normalize)
+        idx = existing_index(db, collection, token)
+        groups = idx.find_duplicates(threshold, k=k, under=under, normalize=normalize, verify=verify)
         if grid is not None or html is not None:
             from poolvec.indexer import render
 

@@ -53,8 +53,8 @@ def serve_command(
             from poolvec.indexer.serve.running import ServeSettings, serve
         except ImportError as e:
             raise IndexerError(f"`poolvec serve` needs {e.name}: pip install 'poolvec[serve]'") from None
+        settings = ServeSettings(token=token, max_upload_bytes=max_upload_mb << 20)  # a bad token: before anything
         idx = existing_index(db, collection, milvus_token, runtime=embedding.runtime)
-        settings = ServeSettings(token=token, max_upload_bytes=max_upload_mb << 20)
         serve(idx, host, port, settings, say=lambda t: out.print(escape(t)), warn=warn)
         return EXIT_OK
 

@@ -21,7 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from poolvec.extractor.errors import ExtractorError, ImageError
-from poolvec.indexer.errors import IndexerError
+from poolvec.indexer.errors import BackendError, IndexerError
 from poolvec.indexer.ops import sync
 from poolvec.indexer.ops.ray.options import RayOptions
 from poolvec.indexer.ops.ray.tasks import Embedder, read_files, results
@@ -117,8 +117,17 @@ def _connect(opts: RayOptions) -> Any:
     import ray
     import ray.data
 
+    # Ray 2.5x warns on every local start that it turned token authentication on (its default): not the user's news
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if not ray.is_initialized():
-        ray.init(address=opts.address, include_dashboard=False, configure_logging=False, **opts.init)
+        try:
+            ray.init(address=opts.address, include_dashboard=False, configure_logging=False, **opts.init)
+        except Exception as e:  # Ray did not start or cannot be reached: the backend's kind (exit 3), one line
+            where = f"the Ray cluster at {opts.address}" if opts.address else "a local Ray"
+            reason = " ".join(str(e).split())[:300] or type(e).__name__
+            raise BackendError(
+                f"could not start {where}: {reason} — on a busy machine try again, or index without --engine ray"
+            ) from None
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours show

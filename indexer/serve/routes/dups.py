@@ -29,25 +29,36 @@ def router(ctx: Context) -> APIRouter:
         normalize: Annotated[bool, Query(description="Normalised scores (as `poolvec dups`), or raw cosines.")] = True,
         k: Annotated[int, Query(ge=1, le=100, description="Neighbours examined per image.")] = 10,
         under: Under = None,
+        verify: Annotated[
+            bool, Query(description="Join only pairs that local features show to correspond (as `poolvec dups`).")
+        ] = True,
     ) -> JSONResponse:
         """Duplicate groups, exact copies (same bytes) first: `poolvec dups --json` with each member's metadata."""
         within = folder(under)
-        return JSONResponse(await ctx.worker.call(lambda idx: duplicates(idx, ctx, threshold, normalize, k, within)))
+        return JSONResponse(
+            await ctx.worker.call(lambda idx: duplicates(idx, ctx, threshold, normalize, k, within, verify))
+        )
 
     return api
 
 
 def duplicates(
-    index: ImageIndex, ctx: Context, threshold: float | None, normalize: bool, k: int, under: str | None
+    index: ImageIndex,
+    ctx: Context,
+    threshold: float | None,
+    normalize: bool,
+    k: int,
+    under: str | None,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """The dups payload; kept per parameters and collection size (the index does not change under the server,
     but a shared Milvus server can be written by others: a new count recomputes)."""
-    default = index.default_threshold(normalize)
+    default = index.default_threshold(normalize, verify)
     used = default if threshold is None else threshold
-    key = (used, normalize, k, under, len(index))
+    key = (used, normalize, k, under, verify, len(index))
     if key in ctx.dups:
         return ctx.dups[key]
-    groups = index.find_duplicates(used, k=k, under=under, normalize=normalize)
+    groups = index.find_duplicates(used, k=k, under=under, normalize=normalize, verify=verify)
     ids = sorted({i for g in groups for i in g.ids})
     rows: dict[int, dict[str, Any]] = {}
     for start in range(0, len(ids), 1000):
@@ -60,6 +71,7 @@ def duplicates(
         "threshold": used,
         "default_threshold": default,
         "normalized": normalize,
+        "verified": verify,
         "k": k,
         "groups": [{**group_json(g), "members": members(g.ids)} for g in groups],
     }

@@ -25,6 +25,9 @@ def router(ctx: Context) -> APIRouter:
     MinScore = Annotated[
         float | None, Query(ge=-1, le=1, description="Drop hits whose cosine similarity is below this.")
     ]
+    Verify = Annotated[
+        bool, Query(description="Check the shortlist by local features; verified copies first, with where they match.")
+    ]
     answers = {200: {"model": SearchResult}, **ERRORS}
 
     @api.post("/api/search", responses=answers)
@@ -33,13 +36,14 @@ def router(ctx: Context) -> APIRouter:
         k: K = 10,
         min_score: MinScore = None,
         under: Under = None,
+        verify: Verify = True,
     ) -> JSONResponse:
         """Search by an uploaded image: the `poolvec search --json` object for one query."""
         name, within = one_line(image.filename or "upload"), folder(under)
         limit = ctx.settings.max_upload_bytes
         path = await run_in_threadpool(save_upload, image.file, ctx.upload_dir, limit, name)
         try:
-            _, hits = await ctx.worker.search(SearchQuery(source=path, k=k, min_score=min_score, under=within))
+            _, hits = await ctx.worker.search(SearchQuery(path, None, k, min_score, within, verify))
         except IndexerError as e:
             if e.kind not in IMAGE_KINDS:
                 raise
@@ -54,9 +58,10 @@ def router(ctx: Context) -> APIRouter:
         k: K = 10,
         min_score: MinScore = None,
         under: Under = None,
+        verify: Verify = True,
     ) -> JSONResponse:
         """Search by an indexed image (its stored vector): the `poolvec search --json` object for one query."""
-        query = SearchQuery(image_id=id, k=k, min_score=min_score, under=folder(under))
+        query = SearchQuery(None, id, k, min_score, folder(under), verify)
         name, hits = await ctx.worker.search(query)
         return JSONResponse(query_json(name, hits))
 

@@ -4,11 +4,12 @@
 "use strict";
 
 const THUMB_SIZE = 256;
+const PAIR_SIZE = 512; // the side-by-side view of a verified match
 const state = {
   token: sessionStorage.getItem("poolvec-token"),
   info: null,
   query: null, // {file} or {id, name}: re-run when the options change
-  urls: { search: [], dups: [] }, // blob: URLs to release when a view is redrawn
+  urls: { search: [], dups: [], pair: [] }, // blob: URLs to release when a view is redrawn
   dups: null,
   dupsLoaded: false,
 };
@@ -107,9 +108,9 @@ function tokenGiven(event) {
 }
 
 // A thumbnail as a blob: URL (fetched with the token, which an <img src> could not send), or why there is none.
-async function thumbnailUrl(id) {
+async function thumbnailUrl(id, size = THUMB_SIZE) {
   try {
-    const response = await request(`api/images/${id}/thumbnail?size=${THUMB_SIZE}`);
+    const response = await request(`api/images/${id}/thumbnail?size=${size}`);
     if (response.ok) return { url: URL.createObjectURL(await response.blob()) };
     let detail = `${response.status}`;
     try {
@@ -175,6 +176,7 @@ function searchParams() {
   if (minScore !== "") params.set("min_score", minScore);
   const under = $("under").value.trim();
   if (under !== "") params.set("under", under);
+  params.set("verify", String($("verify").checked));
   return params;
 }
 
@@ -251,11 +253,74 @@ function renderHits(result) {
         { class: "top" },
         el("span", { class: "rank" }, `#${hit.rank}`),
         el("span", { class: "score", title: "cosine similarity" }, hit.score.toFixed(4)),
+        verifiedBadge(hit, () =>
+          showPair(
+            { ...queryShown(), box: hit.box_query },
+            { id: hit.id, name: hit.path, box: hit.box_hit },
+            `${hit.inliers} matched points${hit.mirrored ? " (mirrored)" : ""}`,
+          ),
+        ),
       ),
     ),
   );
   grid.replaceChildren(...cards);
   if (!cards.length) grid.append(el("p", { class: "muted" }, "No hits (try a lower min score or another folder)."));
+}
+
+// "✓ N" on a verified match: clicking it shows the two images side by side, the matched region outlined.
+function verifiedBadge(match, open) {
+  if (!match.verified) return null;
+  const badge = el(
+    "button",
+    { type: "button", class: "verified", title: "verified: local features correspond — compare side by side" },
+    `✓ ${match.inliers}`,
+  );
+  badge.addEventListener("click", (event) => {
+    event.stopPropagation(); // the card itself searches by its image
+    open();
+  });
+  badge.addEventListener("keydown", (event) => event.stopPropagation());
+  return badge;
+}
+
+// What the search view shows as its query: an uploaded file's blob: URL, or an indexed image's id.
+function queryShown() {
+  if (state.query && state.query.file) return { url: $("query-img").dataset.url, name: state.query.file.name };
+  return { id: state.query.id, name: state.query.path };
+}
+
+// One side of the pair view: the image (a blob: URL, or an indexed image's thumbnail) and its matched region.
+function pairSide(side, holder) {
+  const img = el("img", { alt: basename(side.name || "") });
+  const frame = el("div", { class: "pair-frame" }, img);
+  if (side.box) {
+    const [x0, y0, x1, y1] = side.box;
+    const outline = el("div", { class: "match-box" });
+    // through the CSSOM: the page's Content-Security-Policy refuses style attributes
+    Object.assign(outline.style, {
+      left: `${x0 * 100}%`,
+      top: `${y0 * 100}%`,
+      width: `${(x1 - x0) * 100}%`,
+      height: `${(y1 - y0) * 100}%`,
+    });
+    frame.append(outline);
+  }
+  holder.replaceChildren(frame, el("div", { class: "path" }, side.name || ""));
+  if (side.url) img.src = side.url;
+  else
+    thumbnailUrl(side.id, PAIR_SIZE).then((thumb) => {
+      if (!thumb.url) return frame.replaceChildren(el("div", { class: "missing" }, thumb.error));
+      state.urls.pair.push(thumb.url);
+      img.src = thumb.url;
+    });
+}
+
+function showPair(a, b, caption) {
+  releaseUrls("pair");
+  pairSide(a, $("pair-a"));
+  pairSide(b, $("pair-b"));
+  $("pair-caption").textContent = caption;
+  $("pair-dialog").showModal();
 }
 
 function rerun() {
@@ -287,6 +352,7 @@ async function loadDuplicates(useDefault = false) {
   const params = new URLSearchParams();
   const normalized = $("normalize").checked;
   params.set("normalize", String(normalized));
+  params.set("verify", String($("verify-dups").checked));
   if (!useDefault) params.set("threshold", $("threshold").value);
   const under = $("dups-under").value.trim();
   if (under !== "") params.set("under", under);
@@ -310,7 +376,8 @@ function renderGroups(result) {
   const exact = result.groups.filter((g) => g.kind === "exact").length;
   $("dups-summary").textContent =
     `${result.groups.length} groups: ${exact} of exact copies, ${result.groups.length - exact} of near-duplicates ` +
-    `(${result.normalized ? "normalised score" : "cosine"} ≥ ${Number(result.threshold).toFixed(2)}; ` +
+    `(${result.verified ? "verified pairs, " : ""}` +
+    `${result.normalized ? "normalised score" : "cosine"} ≥ ${Number(result.threshold).toFixed(2)}; ` +
     `default ${Number(result.default_threshold).toFixed(2)})`;
   const sections = result.groups.map((group, n) => {
     const pixels = group.members.map((m) => m.width * m.height);
@@ -330,6 +397,7 @@ function renderGroups(result) {
         el("span", { class: "kind" }, kind),
         el("span", { class: "muted" }, `${group.members.length} images`),
       ),
+      pairRow(group),
       el(
         "div",
         { class: "members" },
@@ -347,6 +415,28 @@ function renderGroups(result) {
   });
   $("groups").replaceChildren(...sections);
   if (!sections.length) $("groups").append(el("p", { class: "muted" }, "No duplicates at this threshold."));
+}
+
+// The verified pairs that joined a group, each a button opening the two images side by side.
+function pairRow(group) {
+  const byPath = new Map(group.members.map((m) => [m.path, m]));
+  const buttons = (group.pairs || [])
+    .filter((p) => p.verified)
+    .map((p) => {
+      const a = byPath.get(group.paths[p.a]);
+      const b = byPath.get(group.paths[p.b]);
+      if (!a || !b) return null;
+      return verifiedBadge(p, () =>
+        showPair(
+          { id: a.id, name: a.path, box: p.box_a },
+          { id: b.id, name: b.path, box: p.box_b },
+          `${p.inliers} matched points · score ${p.score.toFixed(3)}`,
+        ),
+      );
+    })
+    .filter(Boolean);
+  if (!buttons.length) return null;
+  return el("div", { class: "pairs" }, el("span", { class: "muted" }, "verified pairs:"), ...buttons);
 }
 
 function selectedGroups() {
@@ -507,6 +597,10 @@ function init() {
   });
   $("threshold").addEventListener("change", () => loadDuplicates());
   $("normalize").addEventListener("change", () => loadDuplicates(true));
+  $("verify-dups").addEventListener("change", () => loadDuplicates(true));
+  $("verify").addEventListener("change", rerun);
+  $("pair-close").addEventListener("click", () => $("pair-dialog").close());
+  $("pair-dialog").addEventListener("close", () => releaseUrls("pair"));
   $("select-all").addEventListener("change", (event) => {
     for (const box of document.querySelectorAll("#groups input[type=checkbox][data-group]")) {
       box.checked = event.target.checked;
