@@ -11,10 +11,9 @@ import torch
 from PIL import Image
 
 from poolvec.extractor import Extractor
+from poolvec.extractor.local.regions import Box
 from poolvec.indexer.errors import IndexerError
 from poolvec.indexer.milvus.schema import META_FIELDS
-
-Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ inliers and the region they cover in each image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -60,6 +60,12 @@ class Correspondence:
     @classmethod
     def none(cls) -> Correspondence:
         return cls(False, 0)
+
+    def swapped(self) -> Correspondence:
+        """The same correspondence seen from B (B's boxes and points first; a mirrored A is B's mirror then)."""
+        return replace(
+            self, box_a=self.box_b, box_b=self.box_a, points_a=self.points_b, points_b=self.points_a, mirrored=False
+        )
 
 
 def correspond(a: LocalFeatures, b: LocalFeatures, policy: MatchPolicy = MatchPolicy()) -> Correspondence:

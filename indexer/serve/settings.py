@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from poolvec.indexer.errors import IndexerError
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 #: Host names a server bound to loopback answers to (anything else is refused: DNS-rebinding guard).
@@ -53,8 +55,6 @@ class ServeSettings:
 def check_token(token: str) -> None:
     """Refuse a token that would leave the server open or could never be sent: empty, or outside printable ASCII
     (HTTP headers travel as Latin-1 at best, and browsers refuse anything else)."""
-    from poolvec.indexer.errors import IndexerError
-
     if not token.strip():
         raise IndexerError(
             "--token is empty: an empty token would let every request in; give a real one, or leave --token out"

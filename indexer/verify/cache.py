@@ -29,11 +29,8 @@ from poolvec.indexer.verify.policy import Verification
 
 def fitted(image: Image.Image, side: int) -> Image.Image:
     """``image`` shrunk (never enlarged) so that its longer side is at most ``side``."""
-    w, h = image.size
-    scale = side / max(w, h)
-    if scale >= 1:
-        return image
-    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+    size = fitted_size(*image.size, side)
+    return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR)
 
 
 def open_image(source: Any, side: int, runtime: Runtime) -> Image.Image:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from poolvec.extractor.local.features import LocalFeatures, mirror, sift
+from poolvec.extractor.local.features import sift
 from poolvec.extractor.local.verify import Correspondence, best, correspond
 from poolvec.extractor.recipe import Runtime
-from poolvec.indexer.verify.cache import open_image
+from poolvec.indexer.verify.cache import FeatureCache, open_image
 from poolvec.indexer.verify.policy import Verification
 
 
@@ -41,13 +41,6 @@ class Comparison:
         return "not shown to be copies: no matched points agree with one transform"
 
 
-def features(source: Any, policy: Verification, runtime: Runtime) -> tuple[LocalFeatures, LocalFeatures]:
-    """An image's RootSIFT features at a query's size and count, and its mirror's."""
-    img = open_image(source, policy.query_side, runtime)
-    plain, flipped = sift(img, policy.query_features), sift(mirror(img), policy.query_features)
-    return plain, LocalFeatures(flipped.points, flipped.descriptors, flipped.size, True, flipped.thumb)
-
-
 def compare(
     a: Any,
     b: Any,
@@ -58,23 +51,18 @@ def compare(
     """Verify ``a`` against ``b`` (files, PIL images or arrays), as ``search`` verifies a query against a hit; both
     directions are tried (the smaller copy matches best as the query) and A's mirror."""
     policy = policy or Verification()
-    runtime = runtime or Runtime()
-    fa, fa_mirror = features(a, policy, runtime)
-    fb, _ = features(b, policy, runtime)
+    cache = FeatureCache(policy, runtime or Runtime())
+    try:
+        images = [open_image(x, policy.query_side, cache.runtime) for x in (a, b)]  # an unreadable file says why
+        fa, fa_mirror = cache.query(images[0])  # type: ignore[misc]  (a decoded image always has features)
+        fb = sift(images[1], policy.query_features)
+    finally:
+        cache.close()
     forward = best(correspond(fa, fb, policy.match), correspond(fa_mirror, fb, policy.match))
     backward = correspond(fb, fa, policy.match)
     if backward.verified and (not forward.verified or backward.inliers > forward.inliers):
-        forward = Correspondence(
-            True,
-            backward.inliers,
-            backward.box_b,
-            backward.box_a,
-            False,
-            backward.points_b,
-            backward.points_a,
-            backward.agreement,
-        )
+        forward = backward.swapped()
     return Comparison(str(a), str(b), forward, fa.size, fb.size, similarity)
 
 
-__all__ = ["Comparison", "compare", "features"]
+__all__ = ["Comparison", "compare"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from poolvec.extractor.local.verify import MatchPolicy
+from poolvec.indexer.errors import IndexerError
 
 #: When a search also looks for its query's regions: when no candidate of the whole query verifies, always, never.
 REGIONS = ("auto", "always", "never")
@@ -37,8 +38,6 @@ class Verification:
     min_keypoints: int = 24
 
     def __post_init__(self) -> None:
-        from poolvec.indexer.errors import IndexerError
-
         if self.regions not in REGIONS:
             raise IndexerError(f"regions must be one of {', '.join(REGIONS)}, got {self.regions!r}")
         if min(self.side, self.features, self.query_side, self.query_features, self.shortlist) < 1:
