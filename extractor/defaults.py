@@ -23,6 +23,9 @@ OPTIMIZE = ("auto", True, False)
 DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
 #: Files larger than this are skipped unread (no photo format needs more; a 100 MP 16-bit TIFF is 600 MB).
 DEFAULT_MAX_BYTES: int = 1024 * 1024 * 1024
+#: Decoded pixels (bytes) a process holds at once across all its threads (images.DecodeBudget): one image at the
+#: pixel limit (89.5 MP × 4 B = 358 MB) at a time, a dozen 12-megapixel photos side by side.
+DEFAULT_DECODE_MEMORY: int = 512 << 20
 
 #: Edited copies a new index makes to tune itself (extractor.Tuning.edits; measurements in extractor/tuning.py).
 DEFAULT_TUNE_EDITS = 2048
@@ -33,6 +36,7 @@ PACKAGED_CHANNELS = {f"{prefix}efficientnet_lite{i}": 1280 for i in range(3) for
 __all__ = [
     "DECODERS",
     "DEFAULT_BACKBONE",
+    "DEFAULT_DECODE_MEMORY",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_SIDE",

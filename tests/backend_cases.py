@@ -26,6 +26,7 @@ SERVER_SUITE = (
     "tests/test_sync.py",
     "tests/test_serve.py",
     "tests/test_ray.py",
+    "tests/test_server_kill.py",
 )
 
 

@@ -128,6 +128,8 @@ class Writer:
     def flush(self) -> None:
         """Upsert the queued rows."""
         batch, self._batch, self._bytes = self._batch, [], 0
+        if not batch:
+            return
         fresh = [row for row, is_fresh in batch if is_fresh]
         if self.transform is not None and fresh:
             vectors = self.transform(np.asarray([r["vector"] for r in fresh], np.float32))

@@ -56,6 +56,7 @@ def serve(
     """Serve ``index`` until interrupted (Ctrl+C or SIGTERM): binds first, then announces the page's URL."""
     import uvicorn
 
+    from poolvec.extractor.images import DECODE_BUDGET
     from poolvec.indexer.serve.app import create_app
 
     settings = settings or ServeSettings()
@@ -72,6 +73,7 @@ def serve(
             f"serving on {host}, not only on this machine: anyone who can reach it can search and see the indexed "
             "photos" + ("" if settings.token else " — give --token to require a bearer token")
         )
+    DECODE_BUDGET.limit = settings.decode_memory
     sock = bind(host, port)
     url = page_url(host, sock.getsockname()[1], settings.token)
     say(f"poolvec: serving {index.uri} ({len(index)} images) at {url}")

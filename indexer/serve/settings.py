@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from poolvec.extractor.defaults import DEFAULT_DECODE_MEMORY
 from poolvec.indexer.errors import IndexerError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -36,6 +37,8 @@ class ServeSettings:
         warm_up: run the model once at start, so that the first query does not pay for loading it.
         request_timeout: seconds a client has to send a whole request (headers and body) before its connection is
             closed (:mod:`~poolvec.indexer.serve.protocol`).
+        decode_memory: bytes of decoded pixels all requests together may hold (the process's
+            :class:`~poolvec.extractor.images.DecodeBudget`): a large upload waits for its turn instead of adding up.
     """
 
     token: str | None = None
@@ -46,6 +49,7 @@ class ServeSettings:
     allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES
     warm_up: bool = True
     request_timeout: float = 30.0
+    decode_memory: int = DEFAULT_DECODE_MEMORY
 
     def __post_init__(self) -> None:
         if self.token is not None:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from poolvec.extractor.defaults import DEFAULT_DECODE_MEMORY
 from poolvec.indexer.cli.output import out, warn
 from poolvec.indexer.cli.params import RUNTIME_FIELDS, CollOpt, DbOpt, embedding_options
 from poolvec.indexer.cli.run import existing_index, run
@@ -39,6 +40,14 @@ def serve_command(
     max_upload_mb: Annotated[
         int, typer.Option(metavar="MB", min=1, help="Largest image accepted for a search, in MiB.")
     ] = 32,
+    decode_memory_mb: Annotated[
+        int,
+        typer.Option(
+            metavar="MB",
+            min=64,
+            help="Memory for decoding uploads, in MiB, shared by all requests (larger ones wait their turn).",
+        ),
+    ] = DEFAULT_DECODE_MEMORY >> 20,
     *,
     embedding: EmbeddingOptions,
 ) -> None:
@@ -53,7 +62,9 @@ def serve_command(
             from poolvec.indexer.serve.running import ServeSettings, serve
         except ImportError as e:
             raise IndexerError(f"`poolvec serve` needs {e.name}: pip install 'poolvec[serve]'") from None
-        settings = ServeSettings(token=token, max_upload_bytes=max_upload_mb << 20)  # a bad token: before anything
+        settings = ServeSettings(  # a bad token: before anything
+            token=token, max_upload_bytes=max_upload_mb << 20, decode_memory=decode_memory_mb << 20
+        )
         idx = existing_index(db, collection, milvus_token, runtime=embedding.runtime)
         serve(idx, host, port, settings, say=lambda t: out.print(escape(t)), warn=warn)
         return EXIT_OK
