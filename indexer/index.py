@@ -33,6 +33,8 @@ from poolvec.indexer.ops.ray.options import RayOptions, parse_engine
 from poolvec.indexer.ops.sync import IndexReport, Progress
 from poolvec.indexer.options import EmbeddingOptions, Shard
 from poolvec.indexer.query import Hit, query_vectors, to_hits
+from poolvec.indexer.review.honour import distinct_files, honouring, reference_groups
+from poolvec.indexer.review.reviewing import Reviewing
 from poolvec.indexer.verify.policy import Verification
 from poolvec.indexer.verify.search import RegionSearch
 from poolvec.indexer.verify.verifier import Verifier
@@ -44,8 +46,9 @@ if TYPE_CHECKING:
 Engine = str | RayOptions
 
 
-class ImageIndex:
-    """A searchable index of images in one Milvus collection.
+class ImageIndex(Reviewing):
+    """A searchable index of images in one Milvus collection (its duplicates reviewed with :class:`Reviewing`'s
+    methods).
 
     Args:
         uri: Milvus Lite database path (default ``./poolvec.db``) or ``http(s)://host:port`` of a server.
@@ -466,6 +469,8 @@ class ImageIndex:
         under: str | os.PathLike[str] | None = None,
         normalize: bool = True,
         verify: bool | Verification = True,
+        decided: bool = True,
+        against: str | os.PathLike[str] | None = None,
     ) -> list[DuplicateGroup]:
         """Groups of copies: exact (same bytes) first, then near-duplicates.
 
@@ -474,7 +479,9 @@ class ImageIndex:
         grouped; without it, every pair at or above ``threshold`` is. ``normalize`` (the default) compares
         normalised scores instead of cosines (:func:`~poolvec.indexer.dups.find.normalise_edges`: each image's
         similarity to its nearest others is taken off). ``threshold`` defaults to what measured best
-        (:meth:`default_threshold`).
+        (:meth:`default_threshold`). With ``decided`` (the default) the user's decisions hold: pictures said not to
+        be duplicates are not joined, and copies that are links to one file are one file. ``against`` keeps only
+        the groups with a copy inside that folder and one outside it (a camera card against the archive).
         """
         if self._recipe is None:
             return []
@@ -490,7 +497,12 @@ class ImageIndex:
         judge = None
         if policy is not None:
             judge = self._verifier.judge(policy, threshold, normalize, self.default_threshold(False))
-        return duplicates.find_duplicates(self.store, self.vector_index, threshold, k, expr, beta, judge)
+        if decided:
+            judge = honouring(self.store, self.decisions(), judge or duplicates.by_threshold(threshold))
+        groups = duplicates.find_duplicates(self.store, self.vector_index, threshold, k, expr, beta, judge)
+        if decided:
+            groups = [g for g in groups if g.kind != "exact" or distinct_files(g.paths) > 1]
+        return groups if against is None else reference_groups(groups, os.path.abspath(against))
 
     def default_threshold(self, normalize: bool = False, verify: bool = False) -> float:
         """The ``dups`` threshold for this index: verified pairs are candidates from a lower score; tuned

@@ -41,6 +41,7 @@ def namespace_problem() -> str | None:
 
 
 _server_uri: list[str] = []  # one server per session, however many modules import the fixture
+_server: list = []  # its MilvusServer (tests/test_server_kill.py kills and restarts it)
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +54,27 @@ def milvus_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
         server = MilvusServer()
         server.set_base_dir(str(tmp_path_factory.mktemp("milvus_server")))
+        # a restart (tests/test_server_kill.py) otherwise waits 30 s for the killed server's session to lapse
+        server.config.extra_configs["common.session.ttl"] = 3
         request.config.add_cleanup(server.stop)
         server.start()
+        _server.append(server)
         _server_uri.append(f"http://127.0.0.1:{server.listen_port}")
+    return _server_uri[0]
+
+
+def restart_milvus_server(kill: bool = True) -> str:
+    """Kill the session's server with SIGKILL (or not) and start it again on the same data; its URI (the ports may
+    change: the old ones can still be in TIME_WAIT). Only the last test file of the inner run may use this."""
+    import signal
+
+    server = _server[0]
+    if kill and server.server_proc is not None:
+        os.kill(server.server_proc.pid, signal.SIGKILL)
+        server.server_proc.wait()
+    server.stop()
+    server.start()
+    _server_uri[0] = f"http://127.0.0.1:{server.listen_port}"
     return _server_uri[0]
 
 

@@ -2,8 +2,8 @@
 the interrupted command exits 3 in one line, the same command run again finishes, and every row equals the row of
 one clean, uninterrupted run (reliability round 3, item 9).
 
-Runs in tests/test_server.py's inner run (a private network namespace), on a server of its own: killing it must not
-disturb the other server tests.
+Runs in tests/test_server.py's inner run (a private network namespace), on the session's server, last (it is the last
+file of :data:`backend_cases.SERVER_SUITE`): a second Milvus standalone cannot start beside the first.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
+import backend_cases
 import numpy as np
 import pytest
 from backend_cases import SERVER_ENV
@@ -49,22 +49,6 @@ main()
 COMMANDS = {"dba": ["dba", "-n", "3", "--alpha", "3", "--quiet"], "tune": ["tune", "--quiet"]}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    from milvus import MilvusServer
-
-    own = MilvusServer()
-    own.set_base_dir(str(tmp_path_factory.mktemp("killed_server")))
-    own.config.extra_configs["common.session.ttl"] = 3  # a restart waits for the killed server's session to lapse
-    own.start()
-    yield own
-    own.stop()
-
-
-def uri(server) -> str:
-    return f"http://127.0.0.1:{server.listen_port}"
-
-
 def rows(address: str, collection: str) -> dict[str, np.ndarray]:
     index = ImageIndex(address, collection)
     try:
@@ -75,8 +59,8 @@ def rows(address: str, collection: str) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("name", ["dba", "tune"])
-def test_server_killed_mid_rewrite_then_restarted_finishes_like_a_clean_run(server, photos, name):
-    address, command = uri(server), COMMANDS[name]
+def test_server_killed_mid_rewrite_then_restarted_finishes_like_a_clean_run(milvus_server, photos, name):
+    address, command = backend_cases._server_uri[0], COMMANDS[name]  # the current one: the first case restarted it
     clean_name, killed_name = f"{name}_clean", f"{name}_killed"
     for collection in (clean_name, killed_name):  # the same photos: the same starting rows
         index = ImageIndex(address, collection, tuning=False, optimize=False)
@@ -101,6 +85,7 @@ def test_server_killed_mid_rewrite_then_restarted_finishes_like_a_clean_run(serv
         if line.startswith("written"):
             batches += 1
             if batches == 2:  # two batches rewritten, the child waits: the server dies under it
+                server = backend_cases._server[0]
                 os.kill(server.server_proc.pid, signal.SIGKILL)
                 server.server_proc.wait()
             child.stdin.write("\n")
@@ -110,9 +95,7 @@ def test_server_killed_mid_rewrite_then_restarted_finishes_like_a_clean_run(serv
     assert child.returncode == 3, err
     assert len(err.strip().splitlines()) == 1 and "Milvus" in err, err
 
-    server.stop()
-    server.start()  # the same data folder (it may listen on other ports: the old ones can still be in TIME_WAIT)
-    address = uri(server)
+    address = backend_cases.restart_milvus_server(kill=False)  # the same data (its process is dead already)
     res = CliRunner().invoke(app, ["search", str(photos / "coffee.jpg"), "--uri", address, "--collection", killed_name])
     assert res.exit_code == 2 and f"interrupted {name}" in res.stderr  # half-rewritten: refused, and said how
     res = CliRunner().invoke(app, [*command, "--uri", address, "--collection", killed_name])

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from poolvec.indexer.cli.commands import compare, embed, evaluate, index, info, maintain, search, serve
+from poolvec.indexer.cli.commands import compare, embed, evaluate, index, info, maintain, review, search, serve
 from poolvec.indexer.cli.output import EXIT_CODES, fail, out
 from poolvec.indexer.cli.run import configure
 from poolvec.indexer.errors import EXIT_INTERRUPTED
@@ -100,6 +100,8 @@ COMMANDS = {
     "index": index.index,
     "search": search.search,
     "dups": search.dups,
+    "decide": review.decide,
+    "undo": review.undo,
     "compare": compare.compare,
     "embed": embed.embed,
     "info": info.info,

@@ -1,4 +1,5 @@
-"""Side collections of an index: large config values (blobs) and vectors staged by a rewrite before it writes them.
+"""Side collections of an index: large config values (blobs), vectors staged by a rewrite before it writes them, and
+the user's review decisions about duplicates.
 
 Collection properties live in the server's etcd, which refuses requests over ~1 MB (measured: 0.5 MB stored, 1.2 MB
 refused on Milvus 2.3.5): strings longer than :data:`BLOB_INLINE` go to ``<name>_poolvec_blobs``, content-addressed.
@@ -24,6 +25,8 @@ BLOB_CHUNK = 65_000
 BLOB_SUFFIX = "_poolvec_blobs"
 #: The side collection where a rewrite stages new vectors before any row changes (``dba``).
 STAGE_SUFFIX = "_poolvec_stage"
+#: The side collection of review decisions ("not duplicates", "keep"), by file content.
+DECISIONS_SUFFIX = "_poolvec_decisions"
 
 
 class Blobs(Client):
@@ -216,3 +219,82 @@ class Stage(Client):
         """Forget staged vectors."""
         if self.has_stage():
             self._call(self.client.drop_collection, self.stage_collection)
+
+
+class DecisionRows(Client):
+    """Review decisions in ``<collection>_poolvec_decisions``: rows ``(kind, a, b)`` of content hashes, keyed by a
+    stable id, so that writing one twice keeps one. Milvus needs a vector field: each row carries a 2-d zero."""
+
+    @property
+    def decisions_collection(self) -> str:
+        """Where this collection's review decisions live (dropped with it)."""
+        return self.collection + DECISIONS_SUFFIX
+
+    def _ensure_decisions(self) -> None:
+        if self._call(self.client.has_collection, self.decisions_collection):
+            return
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("kind", DataType.VARCHAR, max_length=16)
+        schema.add_field("a", DataType.VARCHAR, max_length=64)
+        schema.add_field("b", DataType.VARCHAR, max_length=64)
+        schema.add_field("at", DataType.INT64)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
+        params = self.client.prepare_index_params()
+        params.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
+        with quiet("grpc._server"):
+            self._call(
+                self.client.create_collection,
+                self.decisions_collection,
+                schema=schema,
+                index_params=params,
+                consistency_level="Strong",
+            )
+
+    def decisions_put(self, rows: list[tuple[str, str, str, int]]) -> None:
+        """Store ``(kind, a, b, at)`` rows (one already there is overwritten) and make them durable."""
+        if not rows:
+            return
+        self._ensure_decisions()
+        data = [
+            {"id": decision_id(k, a, b), "kind": k, "a": a, "b": b, "at": int(t), "vector": [0.0, 0.0]}
+            for k, a, b, t in rows
+        ]
+        for start in range(0, len(data), 1000):
+            self._call(self.client.upsert, self.decisions_collection, data[start : start + 1000])
+        with quiet("grpc._server"):
+            self._call(self.client.flush, self.decisions_collection)
+
+    def decisions_delete(self, rows: list[tuple[str, str, str]]) -> None:
+        """Forget ``(kind, a, b)`` decisions."""
+        if rows and self._call(self.client.has_collection, self.decisions_collection):
+            ids = [decision_id(k, a, b) for k, a, b in rows]
+            for start in range(0, len(ids), 1000):
+                self._call(self.client.delete, self.decisions_collection, ids=ids[start : start + 1000])
+
+    def decisions_all(self) -> list[tuple[str, str, str, int]]:
+        """Every stored decision as ``(kind, a, b, at)``."""
+        if not self._call(self.client.has_collection, self.decisions_collection):
+            return []
+        self._call(self.client.load_collection, self.decisions_collection)
+        out: list[tuple[str, str, str, int]] = []
+        with quiet("pymilvus.client.iterator.query_iterator"), quiet("grpc._server"):
+            it = self._call(
+                self.client.query_iterator,
+                self.decisions_collection,
+                batch_size=4096,
+                filter="",
+                output_fields=["kind", "a", "b", "at"],
+            )
+        try:
+            while rows := self._call(it.next):
+                out.extend((r["kind"], r["a"], r["b"], int(r["at"])) for r in rows)
+        finally:
+            it.close()
+        return out
+
+
+def decision_id(kind: str, a: str, b: str) -> int:
+    """A stable 63-bit id of one decision."""
+    digest = hashlib.sha256(f"{kind}\0{a}\0{b}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1

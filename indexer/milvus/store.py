@@ -19,7 +19,7 @@ from poolvec.indexer.errors import BackendError, IndexerError
 from poolvec.indexer.milvus import names
 from poolvec.indexer.milvus.client import quiet
 from poolvec.indexer.milvus.schema import FIELDS, META_FIELDS
-from poolvec.indexer.milvus.side import Blobs, Stage
+from poolvec.indexer.milvus.side import Blobs, DecisionRows, Stage
 from poolvec.indexer.milvus.vector_index import VectorIndex
 
 PROP_CONFIG = "poolvec.config"
@@ -32,7 +32,7 @@ SEARCH_CONSISTENCY = {"consistency_level": "Session"}
 DATA_TYPES = {"int64": DataType.INT64, "varchar": DataType.VARCHAR, "json": DataType.JSON}
 
 
-class MilvusStore(Blobs, Stage):
+class MilvusStore(Blobs, Stage, DecisionRows):
     """One collection in Milvus Lite or a Milvus server, holding image vectors and their file metadata."""
 
     # -- collection ------------------------------------------------------------------------------------------
@@ -109,10 +109,10 @@ class MilvusStore(Blobs, Stage):
             self._call(self.client.flush, self.collection)
 
     def drop(self) -> None:
-        """Drop the collection and everything in it (its blobs and staged vectors too)."""
+        """Drop the collection and everything in it (its blobs, staged vectors and review decisions too)."""
         if self.exists():
             self._call(self.client.drop_collection, self.collection)
-        for side in (self.blob_collection, self.stage_collection):
+        for side in (self.blob_collection, self.stage_collection, self.decisions_collection):
             if self._call(self.client.has_collection, side):
                 self._call(self.client.drop_collection, side)
 

@@ -30,7 +30,7 @@ from poolvec.indexer.index import ImageIndex
 from poolvec.indexer.serve import thumbs
 from poolvec.indexer.serve.context import Context
 from poolvec.indexer.serve.guard import Guard
-from poolvec.indexer.serve.routes import dups, images, one_line, search, server
+from poolvec.indexer.serve.routes import dups, images, one_line, review, search, server
 from poolvec.indexer.serve.settings import ServeSettings
 from poolvec.indexer.serve.worker import IndexWorker
 from poolvec.pooling.spec import PoolingError
@@ -64,7 +64,7 @@ def create_app(index: ImageIndex, settings: ServeSettings | None = None) -> Fast
     app.state.worker, app.state.thumbnails = ctx.worker, ctx.thumbnails
     app.add_middleware(Guard, settings=settings)
     _add_error_handlers(app)
-    for group in (server, search, dups, images):
+    for group in (server, search, dups, review, images):
         app.include_router(group.router(ctx))
     app.mount("/static", StaticFiles(directory=server.STATIC), name="static")
     return app

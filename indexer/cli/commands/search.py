@@ -11,6 +11,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from poolvec.indexer import results as results_json
+from poolvec.indexer.cli.commands.review import (
+    AgainstOpt,
+    AllOpt,
+    PreferOpt,
+    ResolveOpt,
+    RulesOpt,
+    SuggestOpt,
+    TrashOpt,
+    YesOpt,
+)
 from poolvec.indexer.cli.output import out, print_json
 from poolvec.indexer.cli.params import RUNTIME_FIELDS, CollOpt, DbOpt, JsonOpt, TokenOpt, UnderOpt, embedding_options
 from poolvec.indexer.cli.run import existing_index, run
@@ -137,12 +147,31 @@ def dups(
     html: Annotated[
         Path | None, typer.Option(metavar="HTML", help="Also write a self-contained page of the groups.")
     ] = None,
+    show_all: AllOpt = False,
+    against: AgainstOpt = None,
+    suggest: SuggestOpt = False,
+    resolve: ResolveOpt = None,
+    trash: TrashOpt = None,
+    yes: YesOpt = False,
+    rules: RulesOpt = None,
+    prefer: PreferOpt = None,
 ) -> None:
-    """Groups of duplicate images in the index: exact copies (same bytes) first, then near-duplicates."""
+    """Groups of duplicate images in the index: exact copies (same bytes) first, then near-duplicates; with
+    --suggest or --resolve, the copy of each to keep and what to do with the others."""
 
     def body() -> int:
+        from poolvec.indexer.review.keeper import KeepRules
+
+        keep_rules = KeepRules.parse(rules, [str(p) for p in prefer or ()])  # a bad rule name: before any work
         idx = existing_index(db, collection, token)
-        groups = idx.find_duplicates(threshold, k=k, under=under, normalize=normalize, verify=verify)
+        groups = idx.find_duplicates(
+            threshold, k=k, under=under, normalize=normalize, verify=verify, decided=not show_all, against=against
+        )
+        if suggest or resolve is not None:
+            from poolvec.indexer.cli.commands.review import review_groups
+
+            target = str(against) if against is not None else None
+            return review_groups(idx, groups, keep_rules, target, resolve, trash, yes, as_json)
         if grid is not None or html is not None:
             from poolvec.indexer import render
 

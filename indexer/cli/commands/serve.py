@@ -53,8 +53,8 @@ def serve_command(
 ) -> None:
     """Serve the index over HTTP: a web page to search by image and review duplicates, and a JSON API (/docs).
 
-    Binds 127.0.0.1:8765 by default and prints the page's URL; Ctrl+C stops it. No file is changed. The model is
-    loaded (and, unless --no-optimize, traced) once at start.
+    Binds 127.0.0.1:8765 by default and prints the page's URL; Ctrl+C stops it. Files change only by the review
+    actions (resolve, undo). The model is loaded (and, unless --no-optimize, traced) once at start.
     """
 
     def body() -> int:

@@ -9,10 +9,14 @@ const state = {
   token: sessionStorage.getItem("poolvec-token"),
   info: null,
   query: null, // {file} or {id, name}: re-run when the options change
-  urls: { search: [], dups: [], pair: [] }, // blob: URLs to release when a view is redrawn
+  urls: { search: [], dups: [], pair: [], review: [] }, // blob: URLs to release when a view is redrawn
   dups: null,
   dupsLoaded: false,
+  page: 0, // the page of groups shown (GROUPS_PER_PAGE each: 30 000 groups stay responsive)
+  review: { at: 0, selected: 0, suggestion: null, members: [] },
 };
+const GROUPS_PER_PAGE = 50;
+const REVIEW_SIZE = 1024;
 
 // -- small helpers -------------------------------------------------------------------------------------------
 const $ = (id) => document.getElementById(id);
@@ -379,7 +383,14 @@ function renderGroups(result) {
     `(${result.verified ? "verified pairs, " : ""}` +
     `${result.normalized ? "normalised score" : "cosine"} ≥ ${Number(result.threshold).toFixed(2)}; ` +
     `default ${Number(result.default_threshold).toFixed(2)})`;
-  const sections = result.groups.map((group, n) => {
+  const pages = Math.max(1, Math.ceil(result.groups.length / GROUPS_PER_PAGE));
+  state.page = Math.min(state.page, pages - 1);
+  const first = state.page * GROUPS_PER_PAGE;
+  $("pager").hidden = pages <= 1 || reviewing();
+  $("page-info").textContent = `page ${state.page + 1} of ${pages}`;
+  const shown = result.groups.slice(first, first + GROUPS_PER_PAGE);
+  const sections = shown.map((group, i) => {
+    const n = first + i;
     const pixels = group.members.map((m) => m.width * m.height);
     const largest = Math.max(...pixels);
     const unique = pixels.filter((p) => p === largest).length === 1; // mark the best copy when there is one
@@ -441,8 +452,229 @@ function pairRow(group) {
 
 function selectedGroups() {
   if (!state.dups) return [];
+  if ($("select-all").checked) {
+    // every group, but those unticked on the page shown
+    const unticked = new Set(
+      [...document.querySelectorAll("#groups input[type=checkbox][data-group]")]
+        .filter((b) => !b.checked)
+        .map((b) => Number(b.dataset.group)),
+    );
+    return state.dups.groups.filter((_, n) => !unticked.has(n));
+  }
   const boxes = document.querySelectorAll("#groups input[type=checkbox][data-group]");
   return [...boxes].filter((b) => b.checked).map((b) => state.dups.groups[Number(b.dataset.group)]);
+}
+
+// -- review, one group at a time -----------------------------------------------------------------------------
+function reviewing() {
+  return !$("review").hidden;
+}
+
+function openReview() {
+  if (!state.dups) return;
+  $("groups").hidden = true;
+  $("pager").hidden = true;
+  $("review").hidden = false;
+  showReviewGroup(state.page * GROUPS_PER_PAGE);
+}
+
+function closeReview() {
+  $("review").hidden = true;
+  $("groups").hidden = false;
+  releaseUrls("review");
+  renderGroups(state.dups);
+}
+
+async function showReviewGroup(at) {
+  const groups = state.dups.groups;
+  releaseUrls("review");
+  if (!groups.length) {
+    $("rv-pos").textContent = "no groups left";
+    $("rv-reason").textContent = "Nothing left to review.";
+    $("rv-members").replaceChildren();
+    return;
+  }
+  at = Math.max(0, Math.min(at, groups.length - 1));
+  const group = groups[at];
+  Object.assign(state.review, { at, selected: 0, suggestion: null, members: group.members });
+  $("rv-pos").textContent = `group ${at + 1} of ${groups.length}`;
+  $("rv-reason").textContent = "choosing the copy to keep…";
+  const params = new URLSearchParams();
+  group.members.forEach((m) => params.append("ids", m.id));
+  const figures = group.members.map((member, n) => reviewFigure(member, n));
+  $("rv-members").replaceChildren(...figures);
+  try {
+    const suggestion = await api(`api/suggestions?${params}`);
+    if (state.review.at !== at || state.dups.groups[at] !== group) return; // moved on meanwhile
+    state.review.suggestion = suggestion;
+    selectMember(suggestion.keep);
+    const keeper = group.members[suggestion.keep];
+    $("rv-reason").textContent = `keep ${basename(keeper.path)}: ${suggestion.reason}`;
+    figures.forEach((figure, n) => {
+      const note = figure.querySelector(".note");
+      if (n === suggestion.keep) {
+        figure.classList.add("keeper");
+        note.replaceChildren(el("span", { class: "badge" }, "keep"), ` ${suggestion.reason}`);
+      } else if (suggestion.derived[String(n)]) {
+        note.textContent = suggestion.derived[String(n)].replace(/ from .*/, " from the kept copy or another");
+      }
+    });
+  } catch (error) {
+    $("rv-reason").textContent = "";
+    setStatus(error.message, true);
+  }
+}
+
+function reviewFigure(member, n) {
+  const img = el("img", { alt: basename(member.path), decoding: "async" });
+  const box = el("div", { class: "zoom" }, img);
+  box.addEventListener("scroll", () => syncScroll(box));
+  const figure = el(
+    "figure",
+    { "data-member": n, tabindex: 0 },
+    box,
+    el(
+      "figcaption",
+      {},
+      el("div", { class: "name" }, basename(member.path)),
+      el("div", { class: "path" }, member.path),
+      el("div", { class: "dims" }, `${member.width}×${member.height} · ${bytes(member.size)}`),
+      el("div", { class: "note muted" }),
+    ),
+  );
+  figure.addEventListener("click", () => selectMember(n));
+  thumbnailUrl(member.id, REVIEW_SIZE).then((thumb) => {
+    if (thumb.url) {
+      state.urls.review.push(thumb.url);
+      img.src = thumb.url;
+    } else {
+      box.replaceChildren(el("div", { class: "missing", title: thumb.error }, "no preview"));
+    }
+  });
+  applyZoom(img);
+  return figure;
+}
+
+function selectMember(n) {
+  state.review.selected = n;
+  for (const figure of document.querySelectorAll("#rv-members figure")) {
+    figure.classList.toggle("selected", Number(figure.dataset.member) === n);
+  }
+}
+
+// One zoom for every image of the group, and one scroll position (as a fraction): the same detail side by side.
+function applyZoom(img) {
+  img.style.width = `${Number($("rv-zoom").value) * 100}%`;
+}
+
+let syncing = false;
+function syncScroll(source) {
+  if (syncing) return;
+  syncing = true;
+  const fx = source.scrollLeft / Math.max(1, source.scrollWidth - source.clientWidth);
+  const fy = source.scrollTop / Math.max(1, source.scrollHeight - source.clientHeight);
+  for (const box of document.querySelectorAll("#rv-members .zoom")) {
+    if (box === source) continue;
+    box.scrollLeft = fx * (box.scrollWidth - box.clientWidth);
+    box.scrollTop = fy * (box.scrollHeight - box.clientHeight);
+  }
+  syncing = false;
+}
+
+function idsJson(members) {
+  return `[${members.map((m) => m.id).join(",")}]`; // ids are digit strings: sent as JSON numbers, whole
+}
+
+async function decide(kind, members) {
+  return api("api/decisions", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: `{"kind": ${JSON.stringify(kind)}, "ids": ${idsJson(members)}}`,
+  });
+}
+
+async function notDuplicates() {
+  const at = state.review.at;
+  const group = state.dups.groups[at];
+  if (!group) return;
+  try {
+    await decide("not-duplicates", group.members);
+    state.dups.groups.splice(at, 1);
+    setStatus(`marked as not duplicates: ${group.members.length} pictures`);
+    showReviewGroup(at);
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+async function keepSelected() {
+  const member = state.review.members[state.review.selected];
+  if (!member) return;
+  try {
+    await decide("keep", [member]);
+    setStatus(`${basename(member.path)} will be kept`);
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+async function resolveAll() {
+  const trash = $("rv-trash").value.trim();
+  if (!trash) {
+    setStatus("give the trash folder first (where the duplicates go)", true);
+    $("rv-trash").focus();
+    return;
+  }
+  const body = (dryRun) => JSON.stringify({ action: "move", trash, dry_run: dryRun });
+  const post = { method: "POST", headers: { "Content-Type": "application/json" } };
+  try {
+    const plan = await api("api/resolve", { ...post, body: body(true) });
+    const question =
+      `Move ${plan.files} files of ${plan.groups} groups to ${trash}, freeing ${bytes(plan.bytes_freed)}?` +
+      (plan.refused.length ? ` (${plan.refused.length} left alone)` : "") +
+      " Undo brings them back.";
+    if (!plan.files || !window.confirm(question)) return;
+    const done = await api("api/resolve", { ...post, body: body(false) });
+    setStatus(`moved ${done.files} files of ${done.groups} groups to ${trash}`);
+    await reloadReview();
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+async function undoLast() {
+  try {
+    const done = await api("api/undo", { method: "POST" });
+    setStatus(`undone: ${done.restored} files back in place` + (done.lost.length ? `, ${done.lost.length} lost` : ""));
+    await reloadReview();
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+async function reloadReview() {
+  await loadDuplicates();
+  if (reviewing()) showReviewGroup(state.review.at);
+}
+
+function reviewKeys(event) {
+  if (!reviewing() || event.target.closest("input, textarea, select") || event.ctrlKey || event.metaKey) return;
+  const actions = {
+    ArrowRight: () => showReviewGroup(state.review.at + 1),
+    n: () => showReviewGroup(state.review.at + 1),
+    ArrowLeft: () => showReviewGroup(state.review.at - 1),
+    p: () => showReviewGroup(state.review.at - 1),
+    k: keepSelected,
+    d: notDuplicates,
+    a: resolveAll,
+    u: undoLast,
+    Escape: closeReview,
+  };
+  const action = actions[event.key];
+  if (action) {
+    event.preventDefault();
+    action();
+  }
 }
 
 function download(name, type, text) {
@@ -608,6 +840,24 @@ function init() {
   });
   $("export-json").addEventListener("click", exportJson);
   $("export-csv").addEventListener("click", exportCsv);
+  $("page-prev").addEventListener("click", () => {
+    state.page = Math.max(0, state.page - 1);
+    renderGroups(state.dups);
+  });
+  $("page-next").addEventListener("click", () => {
+    state.page += 1;
+    renderGroups(state.dups);
+  });
+  $("review-open").addEventListener("click", openReview);
+  $("rv-close").addEventListener("click", closeReview);
+  $("rv-prev").addEventListener("click", () => showReviewGroup(state.review.at - 1));
+  $("rv-next").addEventListener("click", () => showReviewGroup(state.review.at + 1));
+  $("rv-keep").addEventListener("click", keepSelected);
+  $("rv-distinct").addEventListener("click", notDuplicates);
+  $("rv-apply").addEventListener("click", resolveAll);
+  $("rv-undo").addEventListener("click", undoLast);
+  $("rv-zoom").addEventListener("input", () => document.querySelectorAll("#rv-members img").forEach(applyZoom));
+  document.addEventListener("keydown", reviewKeys);
 
   loadInfo();
 }
