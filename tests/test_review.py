@@ -192,6 +192,25 @@ def test_resolve_move_then_undo_restores_every_file_and_row(library, tmp_path):
         index.undo()
 
 
+def test_a_file_in_two_groups_gets_one_decision_and_no_group_loses_its_last_copy(library, tmp_path):
+    from poolvec.indexer.dups.find import DuplicateGroup
+    from poolvec.indexer.milvus.schema import path_id
+    from poolvec.indexer.review.resolve import Planned
+
+    index, lib = library
+    a, b, small = (
+        str(p)
+        for p in (lib / "2019" / "flower.jpg", lib / "copies" / "flower_copy.jpg", lib / "copies" / "china_small.jpg")
+    )
+    exact = DuplicateGroup("exact", [a, b], 1.0, [path_id(a), path_id(b)])
+    near = DuplicateGroup("near", sorted([a, b, small]), 0.5, [path_id(p) for p in sorted([a, b, small])])
+    report = index.resolve([exact, near], "move", trash=tmp_path / "t")
+    assert report.files == 2 and report.groups == 1  # merged: one keeper for the three
+    crossed = [Planned(b, [a]), Planned(a, [b])]  # each the other's copy to keep
+    report = index.resolve(crossed, "move", trash=tmp_path / "t")
+    assert report.files == 0 and {r for _, r in report.refused} == {"the copy to keep of another group"}
+
+
 def test_links_for_exact_copies_and_delete(library, tmp_path):
     index, lib = library
     flower = [g for g in index.find_duplicates() if g.kind == "exact"]

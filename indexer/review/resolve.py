@@ -100,6 +100,8 @@ def plan_steps(
     steps: list[Step] = []
     refused: list[tuple[str, str]] = []
     freed = 0
+    keepers = {g.keep for g in groups}
+    planned: set[str] = set()
     for g in groups:
         keep_row = rows.get(ids[g.keep])
         why = _check(keep_row, g.keep)
@@ -108,8 +110,10 @@ def plan_steps(
             continue
         assert keep_row is not None
         for p in g.remove:
+            if p in planned:
+                continue  # in two groups: acted on once
             row = rows.get(ids[p])
-            why = _check(row, p)
+            why = "the copy to keep of another group" if p in keepers else _check(row, p)
             if why is None and against is not None and _under(p, against):
                 why = f"inside the reference folder {against}"
             if why is None and _under(p, trash):
@@ -124,6 +128,7 @@ def plan_steps(
             where = os.path.join(trash, os.path.basename(row["root"]) or "root", rel)
             link = action if action in ("hardlink", "symlink") else None
             steps.append(Step(p, where, g.keep, link, pack_row({k: row[k] for k in ROW_FIELDS})))
+            planned.add(p)
             freed += int(row["size"])
     return steps, refused, freed
 

@@ -115,6 +115,7 @@ class Reviewing:
         if against is not None:
             base = KeepRules(base.order, (against, *base.prefer))
         kept = self.decisions().keep
+        groups = merged(groups)
         planned = [g if isinstance(g, Planned) else self._plan(g, base, kept) for g in groups]
         planned = [p for p in planned if p.remove]
         steps, refused, freed = plan_steps(self.store, planned, action, trash, against)
@@ -161,4 +162,37 @@ class Reviewing:
         raise IndexerError("nothing to undo: no resolution of this index is left to reverse", kind="not_found")
 
 
-__all__ = ["Reviewing"]
+def merged(groups: Sequence[DuplicateGroup] | Sequence[Planned]) -> list:
+    """Duplicate groups that share a file merged into one (an exact pair inside a near group), so that each file gets
+    one decision; :class:`Planned` groups are kept as they are."""
+    plans = [g for g in groups if isinstance(g, Planned)]
+    found = [g for g in groups if not isinstance(g, Planned)]
+    owner: dict[str, int] = {}
+    parent = list(range(len(found)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for n, g in enumerate(found):
+        for p in g.paths:
+            if p in owner:
+                parent[root(n)] = root(owner[p])
+            else:
+                owner[p] = n
+    members: dict[int, list] = {}
+    for n, g in enumerate(found):
+        members.setdefault(root(n), []).append(g)
+    out: list = list(plans)
+    for parts in members.values():
+        if len(parts) == 1:
+            out.append(parts[0])
+            continue
+        paths = sorted({p for g in parts for p in g.paths})
+        out.append(replace(parts[0], kind="near", paths=paths, ids=[path_id(p) for p in paths]))
+    return out
+
+
+__all__ = ["Reviewing", "merged"]
