@@ -82,6 +82,12 @@ def iter_image_files(
     yield from walk(top)
 
 
+def is_under(path: str, folder: str | os.PathLike[str]) -> bool:
+    """Whether the absolute ``path`` is ``folder`` or lies anywhere below it (by name: no link is followed)."""
+    top = os.path.abspath(os.fspath(folder)).rstrip(os.sep)
+    return path == top or path.startswith(top + os.sep)
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 hex digest of a file's bytes, read in 1 MiB chunks (content identity of images and weights)."""
     h = hashlib.sha256()

@@ -78,7 +78,8 @@ class DecodeBudget:
         finally:
             with self._cond:
                 self.used -= nbytes
-                trim, self._large = (self._large, False) if self.used == 0 else (False, self._large)
+                trim = self._large and self.used == 0
+                self._large &= not trim
                 self._cond.notify_all()
             if trim:
                 give_back_memory()
@@ -101,7 +102,17 @@ def _libc() -> ctypes.CDLL | None:
 def give_back_memory() -> bool:
     """Return freed heap memory to the system (glibc's ``malloc_trim``); False where the C library has none."""
     libc = _libc()
-    return bool(libc is not None and libc.malloc_trim(0) is not None)
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+def fitted_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """The size of a ``width`` × ``height`` image shrunk (never enlarged) so that its longer side is at most
+    ``side``: the one rule of the tuner, the verifier and the review."""
+    scale = min(1.0, side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def decoded_bytes(width: int, height: int, mode: str) -> int:

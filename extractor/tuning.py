@@ -31,7 +31,7 @@ from PIL import Image
 from poolvec.extractor.defaults import DEFAULT_TUNE_EDITS
 from poolvec.extractor.edits import EditPolicy, edit_rng, random_edit
 from poolvec.extractor.errors import ExtractorError, ImageError
-from poolvec.extractor.images import load_image
+from poolvec.extractor.images import fitted_size, load_image
 
 if TYPE_CHECKING:
     from poolvec.extractor.embedded import Embedded
@@ -122,15 +122,10 @@ class Pairs:
 
 def working_image(path: str, side: int, max_pixels: int | None, max_bytes: int | None) -> Image.Image:
     """Decode ``path`` for editing: upright RGB, longer side at most ``side`` (DCT-scaled for JPEGs)."""
-    img = load_image(path, target=lambda w, h: _fit(w, h, side), max_pixels=max_pixels, max_bytes=max_bytes)
+    img = load_image(path, target=lambda w, h: fitted_size(w, h, side), max_pixels=max_pixels, max_bytes=max_bytes)
     if max(img.size) > side:
-        img = img.resize(_fit(*img.size, side), Image.Resampling.BILINEAR)
+        img = img.resize(fitted_size(*img.size, side), Image.Resampling.BILINEAR)
     return img
-
-
-def _fit(w: int, h: int, side: int) -> tuple[int, int]:
-    s = min(1.0, side / max(w, h))
-    return max(1, round(w * s)), max(1, round(h * s))
 
 
 def collect_pairs(

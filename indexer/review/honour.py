@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from poolvec.extractor.files import is_under
 from poolvec.indexer.dups.find import DuplicateGroup, Edge, Judge, Pair
 from poolvec.indexer.milvus.store import MilvusStore
 from poolvec.indexer.review.decisions import Decisions
@@ -40,8 +41,8 @@ def distinct_files(paths: Iterable[str]) -> int:
 
 def reference_groups(groups: list[DuplicateGroup], archive: str) -> list[DuplicateGroup]:
     """The groups with at least one copy inside ``archive`` and one outside it."""
-    inside = lambda p: p == archive or p.startswith(archive.rstrip(os.sep) + os.sep)  # noqa: E731
-    return [g for g in groups if any(map(inside, g.paths)) and not all(map(inside, g.paths))]
+    inside = [[is_under(p, archive) for p in g.paths] for g in groups]
+    return [g for g, ins in zip(groups, inside, strict=True) if any(ins) and not all(ins)]
 
 
 __all__ = ["distinct_files", "honouring", "reference_groups"]

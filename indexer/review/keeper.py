@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from poolvec.extractor.errors import ImageError
+from poolvec.extractor.files import is_under
 from poolvec.indexer.errors import IndexerError
 from poolvec.indexer.review.quality import FORMAT_RANK, Measures, measure, source_of
 
@@ -64,7 +65,7 @@ class Suggestion:
 
 
 def _under(path: str, folders: tuple[str, ...]) -> bool:
-    return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
+    return any(is_under(path, f) for f in folders)
 
 
 def _compare(rule: str, a: Measures, b: Measures) -> tuple[int, str]:

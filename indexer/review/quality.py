@@ -16,7 +16,7 @@ from datetime import datetime
 import numpy as np
 from PIL import Image
 
-from poolvec.extractor.images import load_image
+from poolvec.extractor.images import fitted_size, load_image
 
 #: The JPEG standard's luminance quantisation table (ITU-T T.81 Annex K, Table K.1), in natural (row) order.
 ANNEX_K_LUMINANCE = np.array(
@@ -147,9 +147,7 @@ def shrunk_difference(large: Image.Image, small: Image.Image) -> float | None:
     d = difference(grey(large, small.size), grey(small))
     if d <= DERIVED_LEVELS:
         return d
-    f = max(large.width / small.width, large.height / small.height)
-    below = (max(1, round(small.width / f)), max(1, round(small.height / f)))
-    return d if d <= round_trip_loss(small, below) else None
+    return d if d <= detail_below(small, max(large.width / small.width, large.height / small.height)) else None
 
 
 def round_trip_loss(img: Image.Image, size: tuple[int, int]) -> float:
@@ -171,9 +169,7 @@ def upscale_score(large: Image.Image, small: Image.Image, enlarged: float) -> fl
     ``small``'s size, relative to the detail ``small`` holds at the same ratio below its own size (natural
     pictures hold about as much at every scale; an enlargement holds little), times ``enlarged`` (grey levels
     between ``small`` enlarged and ``large``)."""
-    f = max(large.width / small.width, large.height / small.height)
-    below = (max(1, round(small.width / f)), max(1, round(small.height / f)))
-    base = max(round_trip_loss(small, below), 1e-3)
+    base = detail_below(small, max(large.width / small.width, large.height / small.height))
     return round_trip_loss(large, small.size) / base * enlarged
 
 
@@ -209,8 +205,7 @@ def measure(path: str | os.PathLike[str]) -> tuple[Measures, Image.Image, object
     taken, from_exif = _capture_time(exif), True
     if taken is None:
         taken, from_exif = datetime.fromtimestamp(st.st_mtime), False
-    side = max(img.size)
-    small = grey(img, _fit(img.size, SHARPNESS_SIDE) if side > SHARPNESS_SIDE else None)
+    small = grey(img, fitted_size(*img.size, SHARPNESS_SIDE))
     m = Measures(
         path=name,
         width=img.width,
@@ -223,11 +218,6 @@ def measure(path: str | os.PathLike[str]) -> tuple[Measures, Image.Image, object
         bytes=st.st_size,
     )
     return m, img, tables
-
-
-def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
-    scale = side / max(size)
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 def _capture_time(exif: Image.Exif) -> datetime | None:

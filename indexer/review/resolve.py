@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from poolvec.extractor.files import is_under
 from poolvec.indexer.errors import IndexerError
+from poolvec.indexer.milvus.schema import path_id
 from poolvec.indexer.milvus.store import MilvusStore
 from poolvec.indexer.review.journal import Journal, Step, journal_dir, pack_row, unpack_row
 
@@ -61,11 +63,6 @@ class UndoReport:
     lost: list[str] = field(default_factory=list)
 
 
-def _under(path: str, folder: str) -> bool:
-    folder = os.path.abspath(folder)
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def _check(row: dict[str, Any] | None, path: str) -> str | None:
     """Why ``path`` must not be touched (None: it may)."""
     if row is None:
@@ -79,7 +76,7 @@ def _check(row: dict[str, Any] | None, path: str) -> str | None:
     if st.st_size != row["size"] or st.st_mtime_ns != row["mtime_ns"]:
         return "changed since it was indexed: index it again first"
     root = row["root"]
-    if not _under(os.path.realpath(path), os.path.realpath(root)):
+    if not is_under(os.path.realpath(path), os.path.realpath(root)):
         return f"outside the indexed folder {root}"
     return None
 
@@ -95,7 +92,7 @@ def plan_steps(
     if action not in ACTIONS:
         raise IndexerError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}", kind="invalid")
     trash = os.path.abspath(trash)
-    ids = {p: _id(p) for g in groups for p in (g.keep, *g.remove)}
+    ids = {p: path_id(p) for g in groups for p in (g.keep, *g.remove)}
     rows = store.get(sorted(set(ids.values())), fields=ROW_FIELDS)
     steps: list[Step] = []
     refused: list[tuple[str, str]] = []
@@ -114,9 +111,9 @@ def plan_steps(
                 continue  # in two groups: acted on once
             row = rows.get(ids[p])
             why = "the copy to keep of another group" if p in keepers else _check(row, p)
-            if why is None and against is not None and _under(p, against):
+            if why is None and against is not None and is_under(p, against):
                 why = f"inside the reference folder {against}"
-            if why is None and _under(p, trash):
+            if why is None and is_under(p, trash):
                 why = "already in the trash folder"
             if why is None and action in ("hardlink", "symlink") and row["sha256"] != keep_row["sha256"]:  # type: ignore[index]
                 why = f"not the same bytes as {g.keep}: a link would change the picture (use move or delete)"
@@ -133,12 +130,6 @@ def plan_steps(
     return steps, refused, freed
 
 
-def _id(path: str) -> int:
-    from poolvec.indexer.milvus.schema import path_id
-
-    return path_id(path)
-
-
 Progress = Callable[[int, int], None]
 
 
@@ -153,7 +144,7 @@ def apply(store: MilvusStore, journal: Journal, progress: Progress | None = None
         if i not in state["done"]:
             _forward(step)
             if step.link is None:
-                store.delete([_id(step.path)])
+                store.delete([path_id(step.path)])
             journal.mark(done=i)
             done += 1
         if progress is not None:
@@ -237,7 +228,7 @@ def undo(store: MilvusStore, journal: Journal, progress: Progress | None = None)
         elif not os.path.lexists(step.path):
             report.lost.append(step.path)  # deleted (the delete action), or removed by hand from the trash
         restore = step.link is None and os.path.lexists(step.path)
-        pending.append((i, unpack_row({"id": _id(step.path), **step.row}) if restore else None))
+        pending.append((i, unpack_row({"id": path_id(step.path), **step.row}) if restore else None))
         if len(pending) >= 256:
             settle()
         if progress is not None:

@@ -70,8 +70,14 @@ class Reviewing:
     def suggest_keeper(self, group: DuplicateGroup | Sequence[str], rules: KeepRules | None = None) -> Suggestion:
         """The copy of a group to keep and why (:class:`~poolvec.indexer.review.keeper.KeepRules`; a copy made from
         another member never): pictures marked "keep" come first among the rest, and are never among the others."""
-        paths = list(group.paths if hasattr(group, "paths") else group)
-        return self._suggest(paths, rules or KeepRules(), self.decisions().keep)
+        return self.suggest_keepers([group], rules)[0]
+
+    def suggest_keepers(
+        self, groups: Sequence[DuplicateGroup | Sequence[str]], rules: KeepRules | None = None
+    ) -> list[Suggestion]:
+        """:meth:`suggest_keeper` for many groups (the decisions read once)."""
+        kept = self.decisions().keep
+        return [self._suggest(list(g.paths if hasattr(g, "paths") else g), rules or KeepRules(), kept) for g in groups]
 
     def _suggest(self, paths: list[str], rules: KeepRules, kept: frozenset[str]) -> Suggestion:
         hashes = self._hashes(paths) if kept else {}

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from poolvec.extractor.errors import ImageError
-from poolvec.extractor.images import load_image, to_rgb
+from poolvec.extractor.images import fitted_size, load_image, to_rgb
 from poolvec.extractor.local.features import LocalFeatures, mirror, sift
 from poolvec.extractor.recipe import Runtime
 from poolvec.indexer.verify.policy import Verification
@@ -45,12 +45,6 @@ def open_image(source: Any, side: int, runtime: Runtime) -> Image.Image:
     else:
         raise TypeError(f"cannot take local features of a {type(source).__name__}")
     return fitted(img, side)
-
-
-def fitted_size(width: int, height: int, side: int) -> tuple[int, int]:
-    """The size of a ``width`` × ``height`` image fitted to ``side``."""
-    scale = min(1.0, side / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 class FeatureCache:

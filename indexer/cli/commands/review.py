@@ -19,7 +19,7 @@ from poolvec.indexer.milvus.lite import DEFAULT_COLLECTION, DEFAULT_URI
 if TYPE_CHECKING:
     from poolvec.indexer import ImageIndex
     from poolvec.indexer.dups.find import DuplicateGroup
-    from poolvec.indexer.review.keeper import KeepRules
+    from poolvec.indexer.review.keeper import KeepRules, Suggestion
 
 KINDS = ("not-duplicates", "keep", "forget")
 AllOpt = Annotated[bool, typer.Option("--all", help="Ignore review decisions: show pictures marked not duplicates.")]
@@ -112,7 +112,7 @@ def review_groups(
     """``dups --suggest`` / ``--resolve``: each group's copy to keep with its reason, then the plan (a dry run unless
     ``yes``) and what was done."""
     if resolve is None:
-        items = [_suggestion_json(idx, g, rules) for g in groups]
+        items = [_suggestion_json(s) for s in idx.suggest_keepers(groups, rules)]
         if as_json:
             print_json(items)
         for n, item in enumerate(items if not as_json else [], 1):
@@ -149,8 +149,7 @@ def review_groups(
     return EXIT_PARTIAL if report.refused else EXIT_OK
 
 
-def _suggestion_json(idx: ImageIndex, group: DuplicateGroup, rules: KeepRules) -> dict[str, Any]:
-    s = idx.suggest_keeper(group, rules)
+def _suggestion_json(s: Suggestion) -> dict[str, Any]:
     return {
         "keep": names.shown(s.keep),
         "reason": s.reason,
