@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from poolvec.indexer.milvus.lite import DEFAULT_COLLECTION, DEFAULT_URI
 from poolvec.indexer.milvus.schema import path_id
 from poolvec.indexer.milvus.store import MilvusStore
 from poolvec.indexer.milvus.vector_index import VectorIndex
+from poolvec.indexer.ops import copy as copying
 from poolvec.indexer.ops import dba, pending, retune, sync
 from poolvec.indexer.ops.ray.options import RayOptions, parse_engine
 from poolvec.indexer.ops.sync import IndexReport, Progress
@@ -461,7 +462,7 @@ class ImageIndex(Reviewing):
 
         return search
 
-    def find_duplicates(
+    def iter_duplicates(
         self,
         threshold: float | None = None,
         *,
@@ -471,20 +472,12 @@ class ImageIndex(Reviewing):
         verify: bool | Verification = True,
         decided: bool = True,
         against: str | os.PathLike[str] | None = None,
-    ) -> list[DuplicateGroup]:
-        """Groups of copies: exact (same bytes) first, then near-duplicates.
-
-        With ``verify`` (the default) a pair of neighbours scoring at least ``threshold`` is joined only when local
-        features show the two images correspond (:mod:`poolvec.indexer.dups.verify`), so look-alikes are never
-        grouped; without it, every pair at or above ``threshold`` is. ``normalize`` (the default) compares
-        normalised scores instead of cosines (:func:`~poolvec.indexer.dups.find.normalise_edges`: each image's
-        similarity to its nearest others is taken off). ``threshold`` defaults to what measured best
-        (:meth:`default_threshold`). With ``decided`` (the default) the user's decisions hold: pictures said not to
-        be duplicates are not joined, and copies that are links to one file are one file. ``against`` keeps only
-        the groups with a copy inside that folder and one outside it (a camera card against the archive).
-        """
+        progress: duplicates.Progress | None = None,
+    ) -> Iterator[DuplicateGroup]:
+        """The groups :meth:`find_duplicates` lists, yielded as they are found: the exact copies as soon as the index
+        has been read once, then the near-duplicates. Arguments are checked before it returns."""
         if self._recipe is None:
-            return []
+            return iter(())
         self._refuse_if_pending()
         policy = self._verifier.resolve(verify)
         if threshold is None:
@@ -499,10 +492,51 @@ class ImageIndex(Reviewing):
             judge = self._verifier.judge(policy, threshold, normalize, self.default_threshold(False))
         if decided:
             judge = honouring(self.store, self.decisions(), judge or duplicates.by_threshold(threshold))
-        groups = duplicates.find_duplicates(self.store, self.vector_index, threshold, k, expr, beta, judge)
-        if decided:
-            groups = [g for g in groups if g.kind != "exact" or distinct_files(g.paths) > 1]
-        return groups if against is None else reference_groups(groups, os.path.abspath(against))
+        archive = os.path.abspath(against) if against is not None else None
+        found = duplicates.find_duplicates(self.store, threshold, k, expr, beta, judge, progress)
+        return (
+            g
+            for g in found
+            if (not decided or g.kind != "exact" or distinct_files(g.paths) > 1)
+            and (archive is None or reference_groups([g], archive))
+        )
+
+    def find_duplicates(
+        self,
+        threshold: float | None = None,
+        *,
+        k: int = 10,
+        under: str | os.PathLike[str] | None = None,
+        normalize: bool = True,
+        verify: bool | Verification = True,
+        decided: bool = True,
+        against: str | os.PathLike[str] | None = None,
+        progress: duplicates.Progress | None = None,
+    ) -> list[DuplicateGroup]:
+        """Groups of copies: exact (same bytes) first, then near-duplicates.
+
+        With ``verify`` (the default) a pair of neighbours scoring at least ``threshold`` is joined only when local
+        features show the two images correspond (:mod:`poolvec.indexer.dups.verify`), so look-alikes are never
+        grouped; without it, every pair at or above ``threshold`` is. ``normalize`` (the default) compares
+        normalised scores instead of cosines (:func:`~poolvec.indexer.dups.graph.normalised`: each image's
+        similarity to its nearest others is taken off). ``threshold`` defaults to what measured best
+        (:meth:`default_threshold`). With ``decided`` (the default) the user's decisions hold: pictures said not to
+        be duplicates are not joined, and copies that are links to one file are one file. ``against`` keeps only
+        the groups with a copy inside that folder and one outside it (a camera card against the archive).
+        ``progress(stage, done, total)`` hears how the reading ("read") and the neighbour search ("neighbours") go.
+        """
+        return list(
+            self.iter_duplicates(
+                threshold,
+                k=k,
+                under=under,
+                normalize=normalize,
+                verify=verify,
+                decided=decided,
+                against=against,
+                progress=progress,
+            )
+        )
 
     def default_threshold(self, normalize: bool = False, verify: bool = False) -> float:
         """The ``dups`` threshold for this index: verified pairs are candidates from a lower score; tuned
@@ -538,6 +572,26 @@ class ImageIndex(Reviewing):
             "config": self.config,
             "dba": dba.settings(self.store) if self._recipe else None,
         }
+
+    def copy_to(
+        self,
+        uri: str | os.PathLike[str],
+        collection: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        progress: copying.Progress | None = None,
+    ) -> copying.CopyReport:
+        """Copy this index — rows, vectors, recipe, settings, review decisions — to another Milvus (``uri``: a server
+        when a collection outgrows Milvus Lite), under ``collection`` (default: the same name). Nothing is
+        re-embedded; an interrupted copy is finished by calling this again (:mod:`poolvec.indexer.ops.copy`)."""
+        if os.fspath(uri) == self.uri and (collection or self.collection) == self.collection:
+            raise IndexerError("the copy's --to is this index itself: give another database or --to-collection")
+        target = MilvusStore(os.fspath(uri), collection or self.collection, token=token, timeout=timeout)
+        try:
+            return copying.copy_index(self.store, target, progress)
+        finally:
+            target.close()
 
     def drop(self) -> bool:
         """Delete the collection and its stored recipe. A Milvus Lite database left with no collection is removed

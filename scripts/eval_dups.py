@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from poolvec.extractor import Extractor, priors
-from poolvec.indexer.dups.find import normalise_edges
-from poolvec.indexer.evaluation import exact_search
+from poolvec.indexer.dups.find import SKIP
+from poolvec.indexer.dups.graph import nearest, normalised, pairs
 
 THRESHOLDS_RAW = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
 THRESHOLDS_NORM = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
@@ -59,16 +59,12 @@ def truth(root: Path) -> tuple[list[str], set[frozenset[int]], set[frozenset[int
 
 
 def pair_scores(vectors: np.ndarray, k: int, beta: float | None) -> dict[frozenset[int], float]:
-    """Each image's top-k neighbours as pairs, with their (raw or normalised) score."""
-    idx, sims = exact_search(vectors, vectors, k + 1)
-    edges = [(a, int(b), float(s)) for a in range(len(vectors)) for b, s in zip(idx[a], sims[a], strict=True) if b != a]
+    """Each image's top-k neighbours as pairs, with their (raw or normalised) score: the product's own graph."""
+    scores, found = nearest(vectors, k, exact_upto=len(vectors))
     if beta:
-        edges = normalise_edges(edges, k, beta)
-    out: dict[frozenset[int], float] = {}
-    for a, b, s in edges:
-        key = frozenset((a, b))
-        out[key] = max(out.get(key, -np.inf), s)
-    return out
+        scores = normalised(scores, found, beta, SKIP)
+    a, b, s = pairs(scores, found, -np.inf)
+    return {frozenset((x, y)): v for x, y, v in zip(a.tolist(), b.tolist(), s.tolist(), strict=True)}
 
 
 def measure(scores: dict[frozenset[int], float], pos: set, ignore: set, thresholds) -> dict[str, Any]:

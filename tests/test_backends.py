@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from backend_cases import BACKENDS, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
 from typer.testing import CliRunner
@@ -120,3 +121,54 @@ def test_cli_index_search_info(db, photos, query_dir):
     assert json.loads(res.stdout)[0]["hits"][0]["path"] == str(photos / "flower.jpg")
     info = json.loads(runner.invoke(app, ["info", "--uri", db, "--json"]).stdout)
     assert info["count"] == 11 and info["uri"] == db
+
+
+def test_copy_moves_an_index_to_another_backend_and_finishes_after_an_interruption(
+    db, photos, extractor, tmp_path, monkeypatch
+):
+    """`poolvec copy` from Milvus Lite to ``db`` (a real server in the inner run): interrupted after its first batch
+    the target refuses use and names the command that finishes; run again, every row, vector, setting and review
+    decision equals the source's."""
+    from poolvec.indexer.ops import copy as copying
+
+    source = ImageIndex(tmp_path / "small.db", extractor=extractor, tuning=False)
+    assert source.add_folder(photos).added == 11
+    source.decide_distinct([photos / "coffee.jpg", photos / "chelsea.jpg"])
+    lite = str(tmp_path / "small.db")
+    monkeypatch.setattr(copying, "BATCH", 4)
+    real_upsert, calls = MilvusStore.upsert, []
+
+    def dying_upsert(self, rows):
+        if self.uri == db and rows:
+            calls.append(len(rows))
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # the process dies between two batches
+        real_upsert(self, rows)
+
+    monkeypatch.setattr(MilvusStore, "upsert", dying_upsert)
+    with pytest.raises(KeyboardInterrupt):
+        source.copy_to(db, "moved")
+    monkeypatch.setattr(MilvusStore, "upsert", real_upsert)
+    with pytest.raises(IndexerError, match=r"interrupted copy.*poolvec copy --db .*small\.db --collection images --to"):
+        ImageIndex(db, collection="moved").search(photos / "coffee.jpg")
+    result = CliRunner().invoke(app, ["copy", "--db", lite, "--to", db, "--to-collection", "moved", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "copied 11 images and 1 review decisions" in result.output
+    target = ImageIndex(db, collection="moved")
+    fields = ("vector", "path", "root", "dirs", "size", "mtime_ns", "width", "height", "sha256")
+
+    def rows(index: ImageIndex) -> dict[int, dict]:
+        return {int(r["id"]): r for page in index.store.scan("", fields) for r in page}
+
+    mine, theirs = rows(source), rows(target)
+    assert sorted(mine) == sorted(theirs) and len(mine) == 11
+    for i, r in mine.items():
+        assert {f: r[f] for f in fields if f != "vector"} == {f: theirs[i][f] for f in fields if f != "vector"}
+        assert np.asarray(theirs[i]["vector"]) == pytest.approx(np.asarray(r["vector"]), abs=1e-7)
+    assert target.config == source.config and target.info()["fingerprint"] == source.info()["fingerprint"]
+    assert target.decisions() == source.decisions() and len(target.decisions().distinct) == 1
+    assert [h.path for h in target.search(photos / "rocket.jpg", k=3)] == [
+        h.path for h in source.search(photos / "rocket.jpg", k=3)
+    ]
+    refused = CliRunner().invoke(app, ["copy", "--db", lite, "--to", db, "--to-collection", "moved"])
+    assert refused.exit_code != 0 and "already has a collection 'moved'" in refused.output

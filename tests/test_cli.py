@@ -63,7 +63,9 @@ def test_console_script_exit_codes(tmp_path, photos):
     bad = subprocess.run([POOLVEC, "search", "x.jpg", "--db", db], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "no index at" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert not os.path.exists(db)  # a failed command creates nothing
-    ok = subprocess.run([POOLVEC, "index", str(photos), "--db", db], capture_output=True, text=True, env=env)
+    ok = subprocess.run(
+        [POOLVEC, "index", str(photos), "--db", db, "--no-tune"], capture_output=True, text=True, env=env
+    )
     assert ok.returncode == 0, ok.stderr
     assert "indexing" not in ok.stderr  # no progress bar when stderr is not a terminal
     hit = subprocess.run(
@@ -96,7 +98,7 @@ def test_search_grid_and_html_render_results(tmp_path, photos, query_dir):
 def test_dups_json_and_html_escape_file_names(tmp_path, photos):
     shutil.copy(photos / "china.jpg", photos / "<script>alert(1)<script>.jpg")
     db = str(tmp_path / "d.db")
-    assert runner.invoke(app, ["index", str(photos), "--db", db, "-q", "--no-optimize"]).exit_code == 0
+    assert runner.invoke(app, ["index", str(photos), "--db", db, "-q", "--no-optimize", "--no-tune"]).exit_code == 0
     page = tmp_path / "dups.html"
     res = runner.invoke(app, ["dups", "--db", db, "--json", "--html", str(page)])
     assert res.exit_code == 0, res.output

@@ -188,7 +188,9 @@ def test_a_full_disk_is_one_line_and_loses_nothing_acknowledged(tmp_path, photo_
         pytest.skip("needs root and unshare to mount a small filesystem")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    script = f"mount -t tmpfs -o size=6m tmpfs {mnt} && exec {POOLVEC} index {photo_dir} --db {mnt}/full.db -q"
+    script = (
+        f"mount -t tmpfs -o size=6m tmpfs {mnt} && exec {POOLVEC} index {photo_dir} --db {mnt}/full.db -q --no-tune"
+    )
     proc = subprocess.run(["unshare", "--mount", "bash", "-c", script], capture_output=True, text=True, timeout=300)
     if "mount:" in proc.stderr:
         pytest.skip(f"cannot mount here: {proc.stderr.strip()}")

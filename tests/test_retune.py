@@ -135,17 +135,28 @@ def run_child(code: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
 
 
-@pytest.mark.parametrize("kill_after", [1, 3])
-def test_tune_survives_kill_9_and_finishes_the_same_fit(tmp_path, photos, kill_after):
-    indexed = tmp_path / "t.db"  # built by another process: Milvus Lite keeps a database's lock until exit
-    builder = run_child(BUILD, str(indexed), str(photos))
+@pytest.fixture(scope="module")
+def built_and_tuned(tmp_path_factory, photo_dir) -> tuple[Path, dict[str, np.ndarray]]:
+    """An index of the photos built by another process (Milvus Lite keeps a database's lock until exit), and the
+    vectors a clean tune of a copy of it gives: shared by both kill points."""
+    folder = tmp_path_factory.mktemp("retune")
+    indexed = folder / "t.db"
+    builder = run_child(BUILD, str(indexed), str(photo_dir))
     assert builder.wait() == 0
-    reference = tmp_path / "ref.db"
+    reference = folder / "ref.db"
     shutil.copytree(indexed, reference)
     clean = ImageIndex(reference, optimize=False)
     clean.tune()
     want = vectors(clean)
     clean.close()
+    return indexed, want
+
+
+@pytest.mark.parametrize("kill_after", [1, 3])
+def test_tune_survives_kill_9_and_finishes_the_same_fit(tmp_path, built_and_tuned, kill_after):
+    built, want = built_and_tuned
+    indexed = tmp_path / "t.db"
+    shutil.copytree(built, indexed)
     child = run_child(CHILD, str(indexed))
     seen = 0
     for line in child.stdout:

@@ -88,6 +88,11 @@ def test_exact_and_near_duplicates(index, photos):
     assert all(g.score >= index.default_threshold(normalize=False) == 0.5 for g in near)
     names = {os.path.basename(p) for g in groups for p in g.paths}
     assert "rocket.jpg" not in names and "coffee.jpg" not in names
+    events: list[str] = []
+    stream = index.iter_duplicates(normalize=False, progress=lambda stage, done, n: events.append(stage))
+    first = next(stream)  # the exact copies are out once the index has been read, before any neighbour search
+    assert first.paths == groups[0].paths and events and set(events) == {"read"}
+    assert [g.paths for g in [first, *stream]] == [g.paths for g in groups] and "neighbours" in events
 
 
 def test_filters_by_size_dimensions_and_score(index, photos):

@@ -322,19 +322,6 @@ def test_an_empty_folder_creates_no_index(tmp_path):
 # -- duplicates ----------------------------------------------------------------------------------------------
 
 
-def test_normalised_edge_scores_by_hand():
-    from poolvec.indexer.dups.find import normalise_edges
-
-    # a's neighbours best first: b 0.9, c 0.5, d 0.3 → background of a = mean(0.5, 0.3) = 0.4 (its nearest left out)
-    edges = [(0, 1, 0.9), (0, 2, 0.5), (0, 3, 0.3), (1, 0, 0.9), (1, 2, 0.2), (1, 3, 0.0)]
-    out = normalise_edges(edges, k=3, beta=1.0)
-    bg = {0: 0.4, 1: 0.1}
-    assert out[0] == pytest.approx((0, 1, 0.9 - (bg[0] + bg[1]) / 2))
-    assert out[1] == pytest.approx((0, 2, 0.5 - (bg[0] + bg[0]) / 2))  # an end with no row of its own: a's
-    lonely = normalise_edges([(0, 1, 0.7), (1, 0, 0.7)], k=10, beta=1.0)
-    assert lonely[0][2] == pytest.approx(0.7)  # two images only: no background, the cosine itself
-
-
 def test_default_dups_groups_rotated_copies_and_nothing_else(tmp_path, photos):
     for name in ("coffee", "chelsea", "rocket"):
         Image.open(photos / f"{name}.jpg").rotate(30, resample=Image.Resampling.BICUBIC).save(

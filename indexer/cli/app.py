@@ -109,6 +109,7 @@ COMMANDS = {
     "reroot": maintain.reroot,
     "tune": maintain.tune_command,
     "dba": maintain.dba_command,
+    "copy": maintain.copy_command,
     "pooling": info.pooling_command,
     "eval": evaluate.eval_command,
     "serve": serve.serve_command,

@@ -61,6 +61,19 @@ def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
+def stream_json(items: Iterable[Any]) -> int:
+    """A JSON array on stdout written item by item as ``items`` yields them (each flushed: a consumer reads the first
+    before the last is found), in :func:`print_json`'s layout; returns how many."""
+    n = 0
+    sys.stdout.write("[")
+    for n, item in enumerate(items, 1):
+        text = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        sys.stdout.write(("," if n > 1 else "") + "\n  " + text)
+        sys.stdout.flush()
+    sys.stdout.write("\n]\n" if n else "]\n")
+    return n
+
+
 def jsonl(rows: Iterable[dict[str, Any]]) -> str:
     """JSON lines."""
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

@@ -1,18 +1,18 @@
 """Duplicate finding inside one collection: exact copies by content hash, near-duplicates by similarity.
 
-Near-duplicates come from searching the index with its own vectors in batches (top-k per item), joined
-with union-find, so memory is O(N·k) — never an N×N similarity matrix.
+The collection is read once (:func:`read_rows`); near-duplicates come from each image's top-k neighbours found in this
+process (:mod:`.graph`), joined with union-find, so memory is O(N·k) besides the vectors — never an N×N matrix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from poolvec.indexer.dups.graph import Progress, Rows, gather, nearest, normalised, pairs, same_hash
 from poolvec.indexer.milvus.store import MilvusStore
-from poolvec.indexer.milvus.vector_index import VectorIndex
 
 #: Default thresholds, from precision/recall of duplicate pairs on the two copy-detection sets
 #: (scripts/eval_dups.py; docs/EVALUATION.md, "Duplicate pairs"). Normalised scores (the default): the lowest grid
@@ -41,6 +41,8 @@ NORMALIZE_BETA = 1.0
 #: Neighbours left out of an image's background: its nearest one is the candidate copy (with it, the two images of a
 #: two-image collection would cancel out). Measured alike on the sets (µAP 83.8 vs 84.0 and 75.3 vs 75.6).
 SKIP = 1
+#: Rows read per page.
+PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -88,16 +90,17 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def exact_duplicates(store: MilvusStore, filter: str = "") -> list[DuplicateGroup]:
-    """Groups of files with identical content (same sha256), largest first."""
-    by_hash: dict[str, list[tuple[int, str]]] = {}
-    for rows in store.iterate(filter, fields=("path", "sha256")):
-        for r in rows:
-            by_hash.setdefault(r["sha256"], []).append((int(r["id"]), r["path"]))
+def read_rows(store: MilvusStore, filter: str = "", page: int = PAGE, progress: Progress | None = None) -> Rows:
+    """Every row of the collection (or of ``filter``) read once, in pages: ids, paths, sha256 and float16 vectors."""
+    total = None if filter else store.count()
+    return gather(store.scan(filter, ("path", "sha256", "vector"), page), total, progress)
+
+
+def exact_duplicates(rows: Rows) -> list[DuplicateGroup]:
+    """Groups of files with identical content (same sha256), largest first; O(N)."""
     groups = [
-        DuplicateGroup("exact", [p for _, p in members], 1.0, [i for i, _ in members])
-        for members in (sorted(items, key=lambda t: t[1]) for items in by_hash.values())
-        if len(members) > 1
+        DuplicateGroup("exact", [rows.paths[i] for i in members], 1.0, [int(rows.ids[i]) for i in members])
+        for members in (sorted(m, key=lambda i: rows.paths[i]) for m in same_hash(rows))
     ]
     return sorted(groups, key=lambda g: (-len(g.paths), g.paths[0]))
 
@@ -109,34 +112,23 @@ Judge = Callable[[list[Edge], dict[int, str]], list[Pair]]
 
 
 def candidate_edges(
-    store: MilvusStore,
-    index: VectorIndex,
+    rows: Rows,
     k: int = 10,
-    batch_size: int = 256,
-    filter: str = "",
     normalize: float | None = None,
+    floor: float = -np.inf,
+    progress: Progress | None = None,
 ) -> tuple[list[Edge], dict[int, str]]:
-    """Every image's ``k`` nearest other images, scored (normalised with β = ``normalize``:
-    :func:`normalise_edges`), each pair once with its best score; and the paths by id. O(N·k) memory."""
-    paths: dict[int, str] = {}
-    edges: list[Edge] = []
-    for rows in store.iterate(filter, fields=("path", "vector"), batch_size=batch_size):
-        ids = [int(r["id"]) for r in rows]
-        paths.update((int(r["id"]), r["path"]) for r in rows)
-        results = store.search([r["vector"] for r in rows], k + 1, index, filter=filter)
-        for qid, hits in zip(ids, results, strict=True):
-            for h in hits:
-                hid = int(h["id"])
-                if hid != qid:
-                    paths.setdefault(hid, h["entity"]["path"])
-                    edges.append((qid, hid, float(h["distance"])))
+    """Every image's ``k`` nearest other images (:func:`~.graph.nearest`), scored (normalised with β = ``normalize``:
+    :func:`~.graph.normalised`), each pair once with its best score, those scoring at least ``floor``; and the
+    paths of the images they join, by id. O(N·k) memory."""
+    scores, found = nearest(rows.vectors, k, progress=progress)
     if normalize is not None:
-        edges = normalise_edges(edges, k, normalize)
-    best: dict[tuple[int, int], float] = {}
-    for a, b, score in edges:
-        key = (min(a, b), max(a, b))
-        best[key] = max(best.get(key, -np.inf), score)  # the pair's score, seen from either end
-    return [(a, b, s) for (a, b), s in best.items()], paths
+        scores = normalised(scores, found, normalize, SKIP)
+    a, b, s = pairs(scores, found, floor)
+    ids = rows.ids
+    edges = [(int(ids[x]), int(ids[y]), float(v)) for x, y, v in zip(a.tolist(), b.tolist(), s.tolist(), strict=True)]
+    paths = {int(ids[i]): rows.paths[i] for i in np.unique(np.concatenate([a, b])).tolist()}
+    return edges, paths
 
 
 def by_threshold(threshold: float) -> Judge:
@@ -145,18 +137,16 @@ def by_threshold(threshold: float) -> Judge:
 
 
 def near_duplicates(
-    store: MilvusStore,
-    index: VectorIndex,
+    rows: Rows,
     threshold: float = 0.9,
     k: int = 10,
-    batch_size: int = 256,
-    filter: str = "",
     normalize: float | None = None,
     judge: Judge | None = None,
+    progress: Progress | None = None,
 ) -> list[DuplicateGroup]:
-    """Groups of images joined by pairs that ``judge`` accepts (default: score ≥ ``threshold``), exact copies
-    included, largest first."""
-    edges, paths = candidate_edges(store, index, k, batch_size, filter, normalize)
+    """Groups of images joined by pairs that ``judge`` accepts (default: score ≥ ``threshold``; every judge looks at
+    pairs from ``threshold`` only), exact copies included, largest first."""
+    edges, paths = candidate_edges(rows, k, normalize, threshold, progress)
     return group(paths, (judge or by_threshold(threshold))(edges, paths))
 
 
@@ -211,36 +201,21 @@ def group(paths: dict[int, str], pairs: list[Pair]) -> list[DuplicateGroup]:
     return sorted(groups, key=lambda g: (-len(g.paths), g.paths[0]))
 
 
-def normalise_edges(edges: list[tuple[int, int, float]], k: int, beta: float) -> list[tuple[int, int, float]]:
-    """Score normalisation (Pizzi et al., SSCD 2022), made symmetric: each neighbour edge (a, b, s), listed best
-    first per image, becomes s − β·(b_a + b_b)/2, where b_x is the mean score of x's k nearest other images but
-    the first (:data:`SKIP`), 0 when it has no other.
-
-    Images in crowded parts of the space (night skies, textures, documents) have a high b and need a higher raw
-    score to count as copies, so that one threshold means the same for every image.
-    """
-    rows: dict[int, list[float]] = {}
-    for a, _, s in edges:
-        rows.setdefault(a, []).append(s)
-    background = {a: float(np.mean(v[SKIP:k])) if len(v) > SKIP else 0.0 for a, v in rows.items()}
-    return [(a, b, s - beta * (background[a] + background.get(b, background[a])) / 2) for a, b, s in edges]
-
-
 def find_duplicates(
     store: MilvusStore,
-    index: VectorIndex,
     threshold: float = 0.9,
     k: int = 10,
     filter: str = "",
     normalize: float | None = None,
     judge: Judge | None = None,
-) -> list[DuplicateGroup]:
-    """Exact-duplicate groups first, then near-duplicate groups that are not just one exact group."""
-    exact = exact_duplicates(store, filter)
+    progress: Progress | None = None,
+) -> Iterator[DuplicateGroup]:
+    """Exact-duplicate groups first (as soon as the collection, or ``filter``, has been read once), then the
+    near-duplicate groups that are not just one exact group."""
+    rows = read_rows(store, filter, progress=progress)
+    exact = exact_duplicates(rows)
+    yield from exact
     exact_sets = {frozenset(g.paths) for g in exact}
-    near = [
-        g
-        for g in near_duplicates(store, index, threshold, k, filter=filter, normalize=normalize, judge=judge)
-        if frozenset(g.paths) not in exact_sets
-    ]
-    return exact + near
+    for g in near_duplicates(rows, threshold, k, normalize, judge, progress):
+        if frozenset(g.paths) not in exact_sets:
+            yield g

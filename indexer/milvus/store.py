@@ -173,6 +173,22 @@ class MilvusStore(Blobs, Stage, DecisionRows):
         finally:
             it.close()
 
+    def scan(self, filter: str = "", fields: tuple[str, ...] = META_FIELDS, page: int = 1000):
+        """Yield every row (of ``filter``) once, in pages of about ``page`` rows, in no particular order: whole
+        passes such as ``dups``. A server pages with its iterator; Milvus Lite sorts every row it holds for each
+        page of an iterator, so there the primary-key range is cut into slices of about ``page`` rows (ids are
+        hashes, spread evenly), each one query."""
+        if not self.is_lite:
+            yield from self.iterate(filter, fields, page)
+            return
+        slices = max(1, -(-self.count() // page))
+        step = (1 << 63) // slices + 1
+        for n in range(slices):
+            span = f"id >= {n * step}" + (f" and id < {(n + 1) * step}" if n + 1 < slices else "")
+            rows = self.query(f"({filter}) and {span}" if filter else span, fields)
+            if rows:
+                yield rows
+
     def count(self) -> int:
         """Number of rows."""
         rows = self._call(self.client.query, self.collection, filter="", output_fields=["count(*)"])

@@ -1,4 +1,4 @@
-"""Commands that change an existing index as a whole: ``drop``, ``reroot``, ``tune`` and ``dba``."""
+"""Commands that change or move an existing index as a whole: ``drop``, ``reroot``, ``tune``, ``dba`` and ``copy``."""
 
 from __future__ import annotations
 
@@ -70,6 +70,45 @@ def reroot(
                 "folders with `poolvec search --json` paths, or `poolvec info`)"
             )
         out.print(f"moved {moved} entries from {escape(names.shown(str(old)))} to {escape(names.shown(str(new)))}")
+        return EXIT_OK
+
+    run(body)
+
+
+def copy_command(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="PATH|URL",
+            help="Where the copy goes: http(s)://host:port of a Milvus server, or another Milvus Lite database.",
+        ),
+    ],
+    db: DbOpt = DEFAULT_URI,
+    token: TokenOpt = None,
+    collection: CollOpt = DEFAULT_COLLECTION,
+    to_collection: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Collection name there (default: the same).")
+    ] = None,
+    to_token: Annotated[
+        str | None, typer.Option(envvar="POOLVEC_TO_TOKEN", metavar="TOKEN", help="Token of the target server.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Copy the index (vectors, recipe, settings, review decisions) to a Milvus server or another database, without
+    re-embedding: the step from Milvus Lite to a server. Run it again to finish an interrupted copy."""
+
+    def body() -> int:
+        idx = existing_index(db, collection, token)
+        with Bars(quiet) as bars:
+            shown = lambda done, n: bars.show("copy", "copying", "rows", done, n)  # noqa: E731
+            report = idx.copy_to(to, to_collection, token=to_token, progress=shown)
+        name = to_collection or collection
+        decisions = f" and {report.decisions} review decisions" if report.decisions else ""
+        out.print(
+            f"copied {report.rows} images{decisions} to {escape(to)} (collection {escape(repr(name))}) in "
+            f"{report.seconds:.0f} s; use it with --db {escape(to)}"
+        )
         return EXIT_OK
 
     run(body)

@@ -21,8 +21,9 @@ from poolvec.indexer.cli.commands.review import (
     TrashOpt,
     YesOpt,
 )
-from poolvec.indexer.cli.output import out, print_json
+from poolvec.indexer.cli.output import out, print_json, stream_json
 from poolvec.indexer.cli.params import RUNTIME_FIELDS, CollOpt, DbOpt, JsonOpt, TokenOpt, UnderOpt, embedding_options
+from poolvec.indexer.cli.progress import Bars
 from poolvec.indexer.cli.run import existing_index, run
 from poolvec.indexer.errors import EXIT_OK
 from poolvec.indexer.milvus import names
@@ -164,28 +165,39 @@ def dups(
 
         keep_rules = KeepRules.parse(rules, [str(p) for p in prefer or ()])  # a bad rule name: before any work
         idx = existing_index(db, collection, token)
-        groups = idx.find_duplicates(
-            threshold, k=k, under=under, normalize=normalize, verify=verify, decided=not show_all, against=against
-        )
-        if suggest or resolve is not None:
-            from poolvec.indexer.cli.commands.review import review_groups
+        labels = {"read": ("reading the index", "rows"), "neighbours": ("finding neighbours", "rows")}
+        with Bars(False) as bars:
+            found = idx.iter_duplicates(
+                threshold,
+                k=k,
+                under=under,
+                normalize=normalize,
+                verify=verify,
+                decided=not show_all,
+                against=against,
+                progress=lambda stage, done, n: bars.show(stage, *labels[stage], done, n),
+            )
+            if suggest or resolve is not None:
+                from poolvec.indexer.cli.commands.review import review_groups
 
-            target = str(against) if against is not None else None
-            return review_groups(idx, groups, keep_rules, target, resolve, trash, yes, as_json)
-        if grid is not None or html is not None:
-            from poolvec.indexer import render
+                target = str(against) if against is not None else None
+                return review_groups(idx, list(found), keep_rules, target, resolve, trash, yes, as_json)
+            if grid is not None or html is not None:
+                from poolvec.indexer import render
 
-            render.duplicates_outputs(groups, grid, html)
-        if as_json:
-            print_json([results_json.group_json(g) for g in groups])
-            return EXIT_OK
-        if not groups:
-            out.print("no duplicates found")
-        for n, g in enumerate(groups, 1):
-            label = "exact (same bytes)" if g.kind == "exact" else f"near (score ≥ {g.score:.3f})"
-            out.print(f"[bold]group {n}[/]: {label}")
-            for p in g.paths:
-                out.print(f"  {escape(names.shown(p))}")
+                found = list(found)
+                render.duplicates_outputs(found, grid, html)
+            if as_json:  # streamed: the exact copies are out before the neighbours are searched
+                stream_json(results_json.group_json(g) for g in found)
+                return EXIT_OK
+            n = 0
+            for n, g in enumerate(found, 1):
+                label = "exact (same bytes)" if g.kind == "exact" else f"near (score ≥ {g.score:.3f})"
+                out.print(f"[bold]group {n}[/]: {label}")
+                for p in g.paths:
+                    out.print(f"  {escape(names.shown(p))}")
+            if not n:
+                out.print("no duplicates found")
         return EXIT_OK
 
     run(body)

@@ -1,0 +1,214 @@
+"""An index at scale: insert, search and ``dups`` through the product's own store, synthetic vectors shaped like ours.
+
+``--rows`` vectors (``--dim``, 1280 by default) are drawn from the distribution of a real index's vectors
+(``--shape-from``: its mean and top-256 principal directions, the rest isotropic; without it, isotropic), and 1 % of
+them are planted copies of another row (cosine 0.9–0.99, a tenth of them byte-identical: same sha256 and vector).
+They are upserted 64 rows at a time through :class:`~poolvec.indexer.milvus.store.MilvusStore` (as indexing does),
+then the index is reopened as :class:`~poolvec.indexer.ImageIndex` (``ready_s``: open, load, first search), searched
+with 200 single queries (k = 10; recall@10 against an exact float64 search of every row), and
+``find_duplicates(verify=False)`` is timed and checked for the planted pairs. Peak RSS (``VmHWM``, Milvus Lite runs
+in this process) is read after each phase.
+
+    .venv/bin/python scripts/bench_scale.py --rows 100000 --shape-from /tmp/bench-tune/verify-10000.db --json s.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from poolvec.extractor import Extractor
+from poolvec.extractor.recipe import Runtime
+from poolvec.indexer import ImageIndex
+from poolvec.indexer.milvus.schema import make_row
+from poolvec.indexer.milvus.store import MilvusStore
+from poolvec.indexer.milvus.vector_index import VectorIndex
+
+CHUNK = 10_000
+PLANTED = 0.01
+EXACT_SHARE = 0.1
+INSERT_BATCH = 64
+
+
+def hwm_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Shape:
+    """A Gaussian with a real index's mean and top principal directions (isotropic without one)."""
+
+    def __init__(self, dim: int, source: str | None, rank: int = 256) -> None:
+        self.dim = dim
+        self.mean = np.zeros(dim)
+        self.basis = np.zeros((0, dim))
+        self.scales = np.zeros(0)
+        self.rest = 1.0 / np.sqrt(dim)
+        if source:
+            with ImageIndex(source) as idx:
+                vecs = np.concatenate(
+                    [
+                        np.array([r["vector"] for r in rows])
+                        for rows in idx.store.iterate(fields=("vector",), batch_size=1000)
+                    ]
+                )
+            if vecs.shape[1] != dim:
+                raise SystemExit(f"--shape-from has {vecs.shape[1]}-d vectors, --dim is {dim}")
+            self.mean = vecs.mean(0)
+            centred = vecs - self.mean
+            _, s, vt = np.linalg.svd(centred, full_matrices=False)
+            var = s**2 / len(vecs)
+            self.basis, self.scales = vt[:rank], np.sqrt(var[:rank])
+            self.rest = float(np.sqrt(var[rank:].mean())) if len(var) > rank else 0.0
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        x = self.mean + (rng.standard_normal((n, len(self.scales))) * self.scales) @ self.basis
+        x = x + rng.standard_normal((n, self.dim)) * self.rest
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def chunk(shape: Shape, seed: int, start: int, n: int) -> tuple[np.ndarray, list[str], list[tuple[int, int]]]:
+    """Rows ``start``…``start+n``: vectors, sha256s, and the planted (original, copy) pairs among them."""
+    rng = np.random.default_rng([seed, start])
+    vecs = shape.draw(rng, n)
+    shas = [hashlib.sha256(f"row{start + i}".encode()).hexdigest() for i in range(n)]
+    planted = []
+    copies = rng.choice(n, size=int(n * PLANTED), replace=False)
+    originals = np.setdiff1d(np.arange(n), copies)
+    for c in copies:
+        o = int(rng.choice(originals))
+        if rng.random() < EXACT_SHARE:
+            vecs[c], shas[c] = vecs[o], shas[o]
+        else:
+            cos = rng.uniform(0.9, 0.99)
+            noise = rng.standard_normal(shape.dim)
+            noise -= noise @ vecs[o] * vecs[o]
+            noise /= np.linalg.norm(noise)
+            vecs[c] = cos * vecs[o] + np.sqrt(1 - cos**2) * noise
+        planted.append((start + o, start + int(c)))
+    return vecs.astype(np.float32), shas, planted
+
+
+def path_of(i: int) -> str:
+    return f"/synthetic/{i // 1000:04d}/{i:07d}.jpg"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--shape-from", help="a real index whose vectors' distribution the synthetic ones follow")
+    parser.add_argument("--uri", help="where to build the index (default: a temporary Milvus Lite database)")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-dups", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    out: dict = {
+        "date": dt.date.today().isoformat(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "rows": args.rows,
+        "dim": args.dim,
+        "shape_from": args.shape_from,
+    }
+    shape = Shape(args.dim, args.shape_from)
+    tmp = None if args.uri else tempfile.mkdtemp(prefix="bench-scale-")
+    uri = args.uri or str(Path(tmp) / "scale.db")
+    try:
+        recipe = Extractor(runtime=Runtime(device="cpu")).recipe
+        if recipe.dim != args.dim:
+            raise SystemExit(f"the default recipe makes {recipe.dim}-d vectors; pass --dim {recipe.dim}")
+        store = MilvusStore(uri, "images")
+        store.create(recipe, VectorIndex())
+        planted: list[tuple[int, int]] = []
+        t = time.perf_counter()
+        for start in range(0, args.rows, CHUNK):
+            n = min(CHUNK, args.rows - start)
+            vecs, shas, pairs = chunk(shape, args.seed, start, n)
+            planted += pairs
+            for b in range(0, n, INSERT_BATCH):
+                info = {"size": 1, "mtime_ns": 0, "width": 1, "height": 1}
+                store.upsert(
+                    [
+                        make_row(path_of(start + i), "/synthetic", vecs[i], {**info, "sha256": shas[i]})
+                        for i in range(b, min(n, b + INSERT_BATCH))
+                    ]
+                )
+            print(f"inserted {start + n} rows, {time.perf_counter() - t:.0f} s, peak {hwm_mb():.0f} MB", flush=True)
+        store.flush()
+        out["insert_rows_s"] = round(args.rows / (time.perf_counter() - t))
+        store.close()
+        out["rss_after_insert_mb"] = round(hwm_mb())
+
+        t = time.perf_counter()
+        index = ImageIndex(uri, "images")
+        rng = np.random.default_rng(args.seed + 1)
+        picks = np.sort(rng.choice(args.rows, size=args.queries, replace=False))
+        queries = []
+        for start in range(0, args.rows, CHUNK):
+            inside = picks[(picks >= start) & (picks < start + CHUNK)]
+            if len(inside):
+                vecs, _, _ = chunk(shape, args.seed, start, min(CHUNK, args.rows - start))
+                queries.append(vecs[inside - start])
+        q = np.concatenate(queries).astype(np.float64)
+        q += rng.standard_normal(q.shape) * 0.01
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        index.search(q[0].astype(np.float32), k=10, verify=False)
+        out["ready_s"] = round(time.perf_counter() - t, 1)
+        times, found = [], []
+        for v in q:
+            t = time.perf_counter()
+            hits = index.search(v.astype(np.float32), k=10, verify=False)
+            times.append(time.perf_counter() - t)
+            found.append([h.path for h in hits])
+        out["search_p50_ms"] = round(float(np.percentile(times, 50)) * 1000, 1)
+        out["search_p95_ms"] = round(float(np.percentile(times, 95)) * 1000, 1)
+        best = np.full((len(q), 10), -np.inf)
+        best_ids = np.zeros((len(q), 10), dtype=np.int64)
+        for start in range(0, args.rows, CHUNK):
+            vecs, _, _ = chunk(shape, args.seed, start, min(CHUNK, args.rows - start))
+            s = q @ vecs.astype(np.float64).T
+            both = np.concatenate([best, s], axis=1)
+            ids = np.concatenate([best_ids, np.arange(start, start + len(vecs))[None].repeat(len(q), 0)], axis=1)
+            order = np.argsort(-both, axis=1)[:, :10]
+            best, best_ids = np.take_along_axis(both, order, 1), np.take_along_axis(ids, order, 1)
+        truth = [{path_of(int(i)) for i in row} for row in best_ids]
+        recall = [len(t & set(f)) / 10 for t, f in zip(truth, found, strict=True)]
+        out["recall_at_10"] = round(float(np.mean(recall)), 4)
+        out["rss_after_search_mb"] = round(hwm_mb())
+        print(json.dumps(out), flush=True)
+
+        out["planted"] = len(planted)
+        if not args.skip_dups:
+            t = time.perf_counter()
+            groups = index.find_duplicates(verify=False)
+            out["dups_s"] = round(time.perf_counter() - t, 1)
+            where = {p: n for n, g in enumerate(groups) for p in g.paths}
+            hit = sum(1 for o, c in planted if path_of(o) in where and where.get(path_of(o)) == where.get(path_of(c)))
+            out["planted_found"] = hit
+            out["groups"] = len(groups)
+            out["grouped_files"] = len(where)
+            out["rss_after_dups_mb"] = round(hwm_mb())
+        out["peak_rss_mb"] = round(hwm_mb())
+        index.close()
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(out, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
