@@ -3,11 +3,11 @@
 ``--rows`` vectors (``--dim``, 1280 by default) are drawn from the distribution of a real index's vectors
 (``--shape-from``: its mean and top-256 principal directions, the rest isotropic; without it, isotropic), and 1 % of
 them are planted copies of another row (cosine 0.9–0.99, a tenth of them byte-identical: same sha256 and vector).
-They are upserted 64 rows at a time through :class:`~poolvec.indexer.milvus.store.MilvusStore` (as indexing does),
-then the index is reopened as :class:`~poolvec.indexer.ImageIndex` (``ready_s``: open, load, first search), searched
-with 200 single queries (k = 10; recall@10 against an exact float64 search of every row), and
-``find_duplicates(verify=False)`` is timed and checked for the planted pairs. Peak RSS (``VmHWM``, Milvus Lite runs
-in this process) is read after each phase.
+They are upserted 64 rows at a time through :class:`~poolvec.indexer.milvus.store.MilvusStore` (as indexing does);
+then a fresh process (as the next command would) opens the index as :class:`~poolvec.indexer.ImageIndex`
+(``ready_s``: open, load, first search), searches it with 200 single queries (k = 10; recall@10 against an exact
+float64 search of every row), and times ``find_duplicates(verify=False)``, checking the planted pairs. Peak RSS
+(``VmHWM``; Milvus Lite runs in the process) is read after each phase of each process.
 
     .venv/bin/python scripts/bench_scale.py --rows 100000 --shape-from /tmp/bench-tune/verify-10000.db --json s.json
 """
@@ -18,8 +18,11 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -104,6 +107,90 @@ def path_of(i: int) -> str:
     return f"/synthetic/{i // 1000:04d}/{i:07d}.jpg"
 
 
+def build(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None:
+    recipe = Extractor(runtime=Runtime(device="cpu")).recipe
+    if recipe.dim != args.dim:
+        raise SystemExit(f"the default recipe makes {recipe.dim}-d vectors; pass --dim {recipe.dim}")
+    store = MilvusStore(uri, "images")
+    store.create(recipe, VectorIndex())
+    t = time.perf_counter()
+    for start in range(0, args.rows, CHUNK):
+        n = min(CHUNK, args.rows - start)
+        vecs, shas, _ = chunk(shape, args.seed, start, n)
+        info = {"size": 1, "mtime_ns": 0, "width": 1, "height": 1}
+        for b in range(0, n, INSERT_BATCH):
+            store.upsert(
+                [
+                    make_row(path_of(start + i), "/synthetic", vecs[i], {**info, "sha256": shas[i]})
+                    for i in range(b, min(n, b + INSERT_BATCH))
+                ]
+            )
+        print(f"inserted {start + n} rows, {time.perf_counter() - t:.0f} s, peak {hwm_mb():.0f} MB", flush=True)
+    store.flush()
+    out["insert_rows_s"] = round(args.rows / (time.perf_counter() - t))
+    out["build_peak_rss_mb"] = round(hwm_mb())
+    store.close()
+
+
+def measure(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None:
+    t = time.perf_counter()
+    index = ImageIndex(uri, "images")
+    rng = np.random.default_rng(args.seed + 1)
+    picks = np.sort(rng.choice(args.rows, size=args.queries, replace=False))
+    planted: list[tuple[int, int]] = []
+    queries = []
+    for start in range(0, args.rows, CHUNK):
+        vecs, _, pairs = chunk(shape, args.seed, start, min(CHUNK, args.rows - start))
+        planted += pairs
+        inside = picks[(picks >= start) & (picks < start + CHUNK)]
+        if len(inside):
+            queries.append(vecs[inside - start])
+    q = np.concatenate(queries).astype(np.float64)
+    q += rng.standard_normal(q.shape) * 0.01
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    index.search(q[0].astype(np.float32), k=10, verify=False)
+    out["ready_s"] = round(time.perf_counter() - t, 1)
+    times, found = [], []
+    for v in q:
+        t = time.perf_counter()
+        hits = index.search(v.astype(np.float32), k=10, verify=False)
+        times.append(time.perf_counter() - t)
+        found.append([h.path for h in hits])
+    out["search_p50_ms"] = round(float(np.percentile(times, 50)) * 1000, 1)
+    out["search_p95_ms"] = round(float(np.percentile(times, 95)) * 1000, 1)
+    best = np.full((len(q), 10), -np.inf)
+    best_ids = np.zeros((len(q), 10), dtype=np.int64)
+    for start in range(0, args.rows, CHUNK):
+        vecs, _, _ = chunk(shape, args.seed, start, min(CHUNK, args.rows - start))
+        s = q @ vecs.astype(np.float64).T
+        both = np.concatenate([best, s], axis=1)
+        ids = np.concatenate([best_ids, np.arange(start, start + len(vecs))[None].repeat(len(q), 0)], axis=1)
+        order = np.argsort(-both, axis=1)[:, :10]
+        best, best_ids = np.take_along_axis(both, order, 1), np.take_along_axis(ids, order, 1)
+    truth = [{path_of(int(i)) for i in row} for row in best_ids]
+    recall = [len(t & set(f)) / 10 for t, f in zip(truth, found, strict=True)]
+    out["recall_at_10"] = round(float(np.mean(recall)), 4)
+    out["rss_after_search_mb"] = round(hwm_mb())
+    out["planted"] = len(planted)
+    if not args.skip_dups:
+        t = time.perf_counter()
+        first = None
+        groups = []
+        for g in index.iter_duplicates(verify=False, decided=False):  # decided: the synthetic files do not exist
+            first = first if first is not None else time.perf_counter() - t
+            groups.append(g)
+        out["dups_s"] = round(time.perf_counter() - t, 1)
+        out["dups_first_group_s"] = round(first or 0.0, 1)
+        where = {p: n for n, g in enumerate(groups) for p in g.paths}
+        hit = sum(1 for o, c in planted if path_of(o) in where and where.get(path_of(o)) == where.get(path_of(c)))
+        out["planted_found"] = hit
+        out["groups"] = len(groups)
+        out["grouped_files"] = len(where)
+        out["rss_after_dups_mb"] = round(hwm_mb())
+    out["measure_peak_rss_mb"] = round(hwm_mb())
+    index.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -113,6 +200,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-dups", action="store_true")
+    parser.add_argument("--measure-only", action="store_true", help="measure an index this script built before")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     out: dict = {
@@ -123,91 +211,30 @@ def main() -> None:
         "shape_from": args.shape_from,
     }
     shape = Shape(args.dim, args.shape_from)
+    if args.measure_only:
+        measure(args, shape, args.uri, out)
+        print(json.dumps(out), flush=True)
+        os._exit(0)  # do not wait for Milvus Lite's background work at exit
     tmp = None if args.uri else tempfile.mkdtemp(prefix="bench-scale-")
     uri = args.uri or str(Path(tmp) / "scale.db")
     try:
-        recipe = Extractor(runtime=Runtime(device="cpu")).recipe
-        if recipe.dim != args.dim:
-            raise SystemExit(f"the default recipe makes {recipe.dim}-d vectors; pass --dim {recipe.dim}")
-        store = MilvusStore(uri, "images")
-        store.create(recipe, VectorIndex())
-        planted: list[tuple[int, int]] = []
-        t = time.perf_counter()
-        for start in range(0, args.rows, CHUNK):
-            n = min(CHUNK, args.rows - start)
-            vecs, shas, pairs = chunk(shape, args.seed, start, n)
-            planted += pairs
-            for b in range(0, n, INSERT_BATCH):
-                info = {"size": 1, "mtime_ns": 0, "width": 1, "height": 1}
-                store.upsert(
-                    [
-                        make_row(path_of(start + i), "/synthetic", vecs[i], {**info, "sha256": shas[i]})
-                        for i in range(b, min(n, b + INSERT_BATCH))
-                    ]
-                )
-            print(f"inserted {start + n} rows, {time.perf_counter() - t:.0f} s, peak {hwm_mb():.0f} MB", flush=True)
-        store.flush()
-        out["insert_rows_s"] = round(args.rows / (time.perf_counter() - t))
-        store.close()
-        out["rss_after_insert_mb"] = round(hwm_mb())
-
-        t = time.perf_counter()
-        index = ImageIndex(uri, "images")
-        rng = np.random.default_rng(args.seed + 1)
-        picks = np.sort(rng.choice(args.rows, size=args.queries, replace=False))
-        queries = []
-        for start in range(0, args.rows, CHUNK):
-            inside = picks[(picks >= start) & (picks < start + CHUNK)]
-            if len(inside):
-                vecs, _, _ = chunk(shape, args.seed, start, min(CHUNK, args.rows - start))
-                queries.append(vecs[inside - start])
-        q = np.concatenate(queries).astype(np.float64)
-        q += rng.standard_normal(q.shape) * 0.01
-        q /= np.linalg.norm(q, axis=1, keepdims=True)
-        index.search(q[0].astype(np.float32), k=10, verify=False)
-        out["ready_s"] = round(time.perf_counter() - t, 1)
-        times, found = [], []
-        for v in q:
-            t = time.perf_counter()
-            hits = index.search(v.astype(np.float32), k=10, verify=False)
-            times.append(time.perf_counter() - t)
-            found.append([h.path for h in hits])
-        out["search_p50_ms"] = round(float(np.percentile(times, 50)) * 1000, 1)
-        out["search_p95_ms"] = round(float(np.percentile(times, 95)) * 1000, 1)
-        best = np.full((len(q), 10), -np.inf)
-        best_ids = np.zeros((len(q), 10), dtype=np.int64)
-        for start in range(0, args.rows, CHUNK):
-            vecs, _, _ = chunk(shape, args.seed, start, min(CHUNK, args.rows - start))
-            s = q @ vecs.astype(np.float64).T
-            both = np.concatenate([best, s], axis=1)
-            ids = np.concatenate([best_ids, np.arange(start, start + len(vecs))[None].repeat(len(q), 0)], axis=1)
-            order = np.argsort(-both, axis=1)[:, :10]
-            best, best_ids = np.take_along_axis(both, order, 1), np.take_along_axis(ids, order, 1)
-        truth = [{path_of(int(i)) for i in row} for row in best_ids]
-        recall = [len(t & set(f)) / 10 for t, f in zip(truth, found, strict=True)]
-        out["recall_at_10"] = round(float(np.mean(recall)), 4)
-        out["rss_after_search_mb"] = round(hwm_mb())
-        print(json.dumps(out), flush=True)
-
-        out["planted"] = len(planted)
-        if not args.skip_dups:
-            t = time.perf_counter()
-            groups = index.find_duplicates(verify=False)
-            out["dups_s"] = round(time.perf_counter() - t, 1)
-            where = {p: n for n, g in enumerate(groups) for p in g.paths}
-            hit = sum(1 for o, c in planted if path_of(o) in where and where.get(path_of(o)) == where.get(path_of(c)))
-            out["planted_found"] = hit
-            out["groups"] = len(groups)
-            out["grouped_files"] = len(where)
-            out["rss_after_dups_mb"] = round(hwm_mb())
-        out["peak_rss_mb"] = round(hwm_mb())
-        index.close()
+        build(args, shape, uri, out)
+        cmd = [sys.executable, __file__, "--measure-only", "--uri", uri, "--rows", str(args.rows)]
+        cmd += ["--dim", str(args.dim), "--queries", str(args.queries), "--seed", str(args.seed)]
+        cmd += ["--shape-from", args.shape_from] * bool(args.shape_from) + ["--skip-dups"] * args.skip_dups
+        child = subprocess.run(cmd, capture_output=True, text=True)
+        if child.returncode != 0:
+            raise SystemExit(child.stderr)
+        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        out.update({k: v for k, v in measured.items() if k not in out})
+        out["peak_rss_mb"] = max(out["build_peak_rss_mb"], out["measure_peak_rss_mb"])
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
+    os._exit(0)  # Milvus Lite's server thread can hold the exit of a process that inserted 100 000 rows for minutes
 
 
 if __name__ == "__main__":

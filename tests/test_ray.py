@@ -96,6 +96,7 @@ def test_ray_rows_equal_single_process_with_an_actor_killed_then_resync_reuse_an
 # `poolvec ...` with the Lite writes announced (two rows a batch, so that a kill lands between them).
 ANNOUNCED_WRITES = """
 import sys
+import time
 from poolvec.indexer.cli.app import main
 from poolvec.indexer.milvus.store import MilvusStore
 from poolvec.indexer.ops import sync
@@ -103,9 +104,13 @@ defaults = list(sync.Writer.__init__.__defaults__)
 defaults[1] = 2  # batch_rows
 sync.Writer.__init__.__defaults__ = tuple(defaults)
 real = MilvusStore.upsert
+landed = []
 def upsert(self, rows):
     real(self, rows)
     print("written", len(rows), flush=True)
+    landed.append(len(rows) > 0)
+    if sum(landed) == 2:
+        time.sleep(600)  # the kill point: nothing more is written before the SIGKILL arrives
 MilvusStore.upsert = upsert
 sys.argv = ["poolvec", *sys.argv[1:]]
 main()

@@ -32,6 +32,9 @@ from poolvec.indexer.milvus.schema import META_FIELDS
 from poolvec.indexer.options import EmbeddingOptions
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from poolvec.indexer.dups.find import DuplicateGroup
     from poolvec.indexer.query import Hit
 
 VerifyOpt = Annotated[
@@ -190,17 +193,22 @@ def dups(
             if as_json:  # streamed: the exact copies are out before the neighbours are searched
                 stream_json(results_json.group_json(g) for g in found)
                 return EXIT_OK
-            n = 0
-            for n, g in enumerate(found, 1):
-                label = "exact (same bytes)" if g.kind == "exact" else f"near (score ≥ {g.score:.3f})"
-                out.print(f"[bold]group {n}[/]: {label}")
-                for p in g.paths:
-                    out.print(f"  {escape(names.shown(p))}")
-            if not n:
-                out.print("no duplicates found")
+            print_groups(found)
         return EXIT_OK
 
     run(body)
+
+
+def print_groups(groups: Iterable[DuplicateGroup]) -> None:
+    """The groups as text, each printed as soon as it is found."""
+    n = 0
+    for n, g in enumerate(groups, 1):
+        label = "exact (same bytes)" if g.kind == "exact" else f"near (score ≥ {g.score:.3f})"
+        out.print(f"[bold]group {n}[/]: {label}")
+        for p in g.paths:
+            out.print(f"  {escape(names.shown(p))}")
+    if not n:
+        out.print("no duplicates found")
 
 
 __all__ = ["dups", "search"]
