@@ -75,19 +75,31 @@ class Shape:
             self.basis, self.scales = vt[:rank], np.sqrt(var[:rank])
             self.rest = float(np.sqrt(var[rank:].mean())) if len(var) > rank else 0.0
 
+    def save(self, path: Path) -> None:
+        np.savez(path, mean=self.mean, basis=self.basis, scales=self.scales, rest=self.rest)
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> Shape:
+        shape = cls(dim, None)
+        with np.load(path) as f:
+            shape.mean, shape.basis, shape.scales, shape.rest = f["mean"], f["basis"], f["scales"], float(f["rest"])
+        return shape
+
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         x = self.mean + (rng.standard_normal((n, len(self.scales))) * self.scales) @ self.basis
         x = x + rng.standard_normal((n, self.dim)) * self.rest
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def chunk(shape: Shape, seed: int, start: int, n: int) -> tuple[np.ndarray, list[str], list[tuple[int, int]]]:
+def chunk(
+    shape: Shape, seed: int, start: int, n: int, planted_share: float = PLANTED
+) -> tuple[np.ndarray, list[str], list[tuple[int, int]]]:
     """Rows ``start``…``start+n``: vectors, sha256s, and the planted (original, copy) pairs among them."""
     rng = np.random.default_rng([seed, start])
     vecs = shape.draw(rng, n)
     shas = [hashlib.sha256(f"row{start + i}".encode()).hexdigest() for i in range(n)]
     planted = []
-    copies = rng.choice(n, size=int(n * PLANTED), replace=False)
+    copies = rng.choice(n, size=int(n * planted_share), replace=False)
     originals = np.setdiff1d(np.arange(n), copies)
     for c in copies:
         o = int(rng.choice(originals))
@@ -116,7 +128,7 @@ def build(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None:
     t = time.perf_counter()
     for start in range(0, args.rows, CHUNK):
         n = min(CHUNK, args.rows - start)
-        vecs, shas, _ = chunk(shape, args.seed, start, n)
+        vecs, shas, _ = chunk(shape, args.seed, start, n, args.planted)
         info = {"size": 1, "mtime_ns": 0, "width": 1, "height": 1}
         for b in range(0, n, INSERT_BATCH):
             store.upsert(
@@ -140,7 +152,7 @@ def measure(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None
     planted: list[tuple[int, int]] = []
     queries = []
     for start in range(0, args.rows, CHUNK):
-        vecs, _, pairs = chunk(shape, args.seed, start, min(CHUNK, args.rows - start))
+        vecs, _, pairs = chunk(shape, args.seed, start, min(CHUNK, args.rows - start), args.planted)
         planted += pairs
         inside = picks[(picks >= start) & (picks < start + CHUNK)]
         if len(inside):
@@ -161,7 +173,7 @@ def measure(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None
     best = np.full((len(q), 10), -np.inf)
     best_ids = np.zeros((len(q), 10), dtype=np.int64)
     for start in range(0, args.rows, CHUNK):
-        vecs, _, _ = chunk(shape, args.seed, start, min(CHUNK, args.rows - start))
+        vecs, _, _ = chunk(shape, args.seed, start, min(CHUNK, args.rows - start), args.planted)
         s = q @ vecs.astype(np.float64).T
         both = np.concatenate([best, s], axis=1)
         ids = np.concatenate([best_ids, np.arange(start, start + len(vecs))[None].repeat(len(q), 0)], axis=1)
@@ -199,8 +211,10 @@ def main() -> None:
     parser.add_argument("--uri", help="where to build the index (default: a temporary Milvus Lite database)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--planted", type=float, default=PLANTED, help="share of rows that are copies of another")
     parser.add_argument("--skip-dups", action="store_true")
     parser.add_argument("--measure-only", action="store_true", help="measure an index this script built before")
+    parser.add_argument("--shape-file", type=Path, help=argparse.SUPPRESS)  # the parent's shape, for its child
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     out: dict = {
@@ -210,7 +224,7 @@ def main() -> None:
         "dim": args.dim,
         "shape_from": args.shape_from,
     }
-    shape = Shape(args.dim, args.shape_from)
+    shape = Shape.load(args.shape_file, args.dim) if args.shape_file else Shape(args.dim, args.shape_from)
     if args.measure_only:
         measure(args, shape, args.uri, out)
         print(json.dumps(out), flush=True)
@@ -221,7 +235,11 @@ def main() -> None:
         build(args, shape, uri, out)
         cmd = [sys.executable, __file__, "--measure-only", "--uri", uri, "--rows", str(args.rows)]
         cmd += ["--dim", str(args.dim), "--queries", str(args.queries), "--seed", str(args.seed)]
-        cmd += ["--shape-from", args.shape_from] * bool(args.shape_from) + ["--skip-dups"] * args.skip_dups
+        cmd += ["--planted", str(args.planted)]
+        # Milvus Lite keeps --shape-from's lock until this process exits: the child gets the shape as a file
+        saved = Path(tmp or tempfile.gettempdir()) / "bench-scale-shape.npz"
+        shape.save(saved)
+        cmd += ["--shape-file", str(saved)] + ["--skip-dups"] * args.skip_dups
         child = subprocess.run(cmd, capture_output=True, text=True)
         if child.returncode != 0:
             raise SystemExit(child.stderr)
