@@ -84,22 +84,30 @@ def kill_at(child: subprocess.Popen, line: str, count: int) -> None:
     assert child.returncode == -signal.SIGKILL, "the child finished before the kill point"
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, photo_dir) -> tuple[Path, Path]:
+    """The 11 photos and an index of them built once by another process (a Lite database stays locked until its
+    process exits); the tests work on copies of the index, and leave the photos as they are."""
+    folder = tmp_path_factory.mktemp("rewrites")
+    shutil.copytree(photo_dir, folder / "photos")
+    assert run(BUILD, str(folder / "r.db"), str(folder / "photos")).wait() == 0
+    return folder / "r.db", folder / "photos"
+
+
 @pytest.fixture
-def built(tmp_path, photos) -> tuple[Path, Path]:
-    """An index of the 11 photos built by another process (a Lite database stays locked until its process exits),
-    and a copy of it for the clean reference run."""
-    db = tmp_path / "r.db"
-    assert run(BUILD, str(db), str(photos)).wait() == 0
-    reference = tmp_path / "ref.db"
-    shutil.copytree(db, reference)
-    return db, reference
+def built(tmp_path, shared) -> tuple[Path, Path, Path]:
+    """A copy of the shared index, another for the clean reference run, and the photos they index."""
+    db, reference = tmp_path / "r.db", tmp_path / "ref.db"
+    shutil.copytree(shared[0], db)
+    shutil.copytree(shared[0], reference)
+    return db, reference, shared[1]
 
 
 # (line, count): killed while staging (the marker is written before the first staged vector), right after the
 # write phase began, and after two rewritten batches.
 @pytest.mark.parametrize("point", [("marker", 1), ("marker", 2), ("upsert", 2)])
-def test_dba_killed_at_any_point_finishes_like_a_clean_run(built, photos, point):
-    db, reference = built
+def test_dba_killed_at_any_point_finishes_like_a_clean_run(built, point):
+    db, reference, photos = built
     clean = run(CHILD, str(reference), "dba")
     assert clean.wait() == 0
     want = rows(reference)
@@ -119,16 +127,16 @@ def test_dba_killed_at_any_point_finishes_like_a_clean_run(built, photos, point)
     assert index.info()["dba"] == {"n": 3, "alpha": 3.0}
 
 
-def test_dba_resumed_with_other_settings_is_refused(built, photos):
-    db, _ = built
+def test_dba_resumed_with_other_settings_is_refused(built):
+    db, _, _ = built
     kill_at(run(CHILD, str(db), "dba"), "upsert", 1)
     res = runner.invoke(app, ["dba", "-n", "5", "--db", str(db)])
     assert res.exit_code == 2 and "poolvec dba -n 3 --alpha 3" in res.stderr
 
 
 @pytest.mark.parametrize("point", [("upsert", 1), ("upsert", 3)])
-def test_reroot_killed_between_batches_finishes_like_a_clean_run(built, photos, tmp_path, point):
-    db, reference = built
+def test_reroot_killed_between_batches_finishes_like_a_clean_run(built, tmp_path, point):
+    db, reference, photos = built
     new = tmp_path / "moved"
     assert run(CHILD, str(reference), "reroot", str(photos), str(new)).wait() == 0
     want = rows(reference)
