@@ -259,6 +259,11 @@ def test_duplicates_match_the_cli(served):
     cli_out = CliRunner().invoke(cli, ["dups", "--db", served.db, "--json"])
     expected = json.loads(cli_out.stdout)
     assert [(g["kind"], g["paths"]) for g in got["groups"]] == [(g["kind"], g["paths"]) for g in expected]
+    assert got["total"] == len(got["groups"]) >= 3
+    paged = served.get("/api/dups", params={"offset": 1, "limit": 2}).json()
+    assert paged["total"] == got["total"] and paged["groups"] == got["groups"][1:3]
+    assert served.get("/api/dups", params={"offset": got["total"]}).json()["groups"] == []
+    assert served.get("/api/dups", params={"limit": 0}).status_code == 422
     strict = served.get("/api/dups", params={"threshold": 0.99}).json()
     assert {g["kind"] for g in strict["groups"]} == {"exact"}
     raw = served.get("/api/dups", params={"normalize": "false"}).json()

@@ -63,13 +63,14 @@ class Group(BaseModel):
 
 
 class Duplicates(BaseModel):
-    """`GET /api/dups`: the groups and the settings that made them."""
+    """`GET /api/dups`: the groups (``offset``/``limit`` of ``total``) and the settings that made them."""
 
     threshold: float
     default_threshold: float
     normalized: bool
     verified: bool
     k: int
+    total: int
     groups: list[Group]
 
 

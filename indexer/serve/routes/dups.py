@@ -32,12 +32,17 @@ def router(ctx: Context) -> APIRouter:
         verify: Annotated[
             bool, Query(description="Join only pairs that local features show to correspond (as `poolvec dups`).")
         ] = True,
+        offset: Annotated[int, Query(ge=0, description="Groups skipped (paging: `total` counts them all).")] = 0,
+        limit: Annotated[
+            int | None, Query(ge=1, le=100_000, description="Groups returned at most (default: all).")
+        ] = None,
     ) -> JSONResponse:
-        """Duplicate groups, exact copies (same bytes) first: `poolvec dups --json` with each member's metadata."""
+        """Duplicate groups, exact copies (same bytes) first: `poolvec dups --json` with each member's metadata.
+        The groups are found once per parameters and kept; `offset`/`limit` page them."""
         within = folder(under)
-        return JSONResponse(
-            await ctx.worker.call(lambda idx: duplicates(idx, ctx, threshold, normalize, k, within, verify))
-        )
+        payload = await ctx.worker.call(lambda idx: duplicates(idx, ctx, threshold, normalize, k, within, verify))
+        end = None if limit is None else offset + limit
+        return JSONResponse({**payload, "total": len(payload["groups"]), "groups": payload["groups"][offset:end]})
 
     return api
 
