@@ -7,6 +7,10 @@ tests/test_server.py's inner run (inside a private network namespace).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -123,38 +127,54 @@ def test_cli_index_search_info(db, photos, query_dir):
     assert info["count"] == 11 and info["uri"] == db
 
 
-def test_copy_moves_an_index_to_another_backend_and_finishes_after_an_interruption(
-    db, photos, extractor, tmp_path, monkeypatch
-):
-    """`poolvec copy` from Milvus Lite to ``db`` (a real server in the inner run): interrupted after its first batch
+#: Builds the source index in a child process (Milvus Lite keeps a database's lock until its process exits).
+COPY_SOURCE = """
+import sys
+from poolvec.indexer import ImageIndex
+index = ImageIndex(sys.argv[1], optimize=False, tuning=False)
+index.add_folder(sys.argv[2])
+index.decide_distinct([sys.argv[2] + "/coffee.jpg", sys.argv[2] + "/chelsea.jpg"])
+"""
+#: Copies 4 rows a batch, says so after each batch written to the target, and waits to be killed after the second.
+COPY_KILLED = """
+import sys, time
+from poolvec.indexer import ImageIndex
+from poolvec.indexer.milvus.store import MilvusStore
+from poolvec.indexer.ops import copy as copying
+copying.BATCH = 4
+real, landed = MilvusStore.upsert, []
+def upsert(self, rows):
+    real(self, rows)
+    if self.uri == sys.argv[2] and rows:
+        landed.append(len(rows))
+        print("written", flush=True)
+        if len(landed) == 2:
+            time.sleep(600)
+MilvusStore.upsert = upsert
+ImageIndex(sys.argv[1]).copy_to(sys.argv[2], "moved")
+"""
+
+
+def test_copy_moves_an_index_to_another_backend_and_finishes_after_an_interruption(db, photos, tmp_path):
+    """`poolvec copy` from Milvus Lite to ``db`` (a real server in the inner run): SIGKILLed after its second batch,
     the target refuses use and names the command that finishes; run again, every row, vector, setting and review
     decision equals the source's."""
-    from poolvec.indexer.ops import copy as copying
-
-    source = ImageIndex(tmp_path / "small.db", extractor=extractor, tuning=False)
-    assert source.add_folder(photos).added == 11
-    source.decide_distinct([photos / "coffee.jpg", photos / "chelsea.jpg"])
     lite = str(tmp_path / "small.db")
-    monkeypatch.setattr(copying, "BATCH", 4)
-    real_upsert, calls = MilvusStore.upsert, []
-
-    def dying_upsert(self, rows):
-        if self.uri == db and rows:
-            calls.append(len(rows))
-            if len(calls) == 2:
-                raise KeyboardInterrupt  # the process dies between two batches
-        real_upsert(self, rows)
-
-    monkeypatch.setattr(MilvusStore, "upsert", dying_upsert)
-    with pytest.raises(KeyboardInterrupt):
-        source.copy_to(db, "moved")
-    monkeypatch.setattr(MilvusStore, "upsert", real_upsert)
+    assert subprocess.run([sys.executable, "-c", COPY_SOURCE, lite, str(photos)]).returncode == 0
+    child = subprocess.Popen([sys.executable, "-c", COPY_KILLED, lite, db], stdout=subprocess.PIPE, text=True)
+    written = 0
+    for line in child.stdout:
+        written += line.strip() == "written"
+        if written == 2:
+            os.kill(child.pid, signal.SIGKILL)
+            break
+    assert child.wait(60) == -signal.SIGKILL
     with pytest.raises(IndexerError, match=r"interrupted copy.*poolvec copy --db .*small\.db --collection images --to"):
         ImageIndex(db, collection="moved").search(photos / "coffee.jpg")
     result = CliRunner().invoke(app, ["copy", "--db", lite, "--to", db, "--to-collection", "moved", "-q"])
     assert result.exit_code == 0, result.output
     assert "copied 11 images and 1 review decisions" in result.output
-    target = ImageIndex(db, collection="moved")
+    source, target = ImageIndex(lite), ImageIndex(db, collection="moved")
     fields = ("vector", "path", "root", "dirs", "size", "mtime_ns", "width", "height", "sha256")
 
     def rows(index: ImageIndex) -> dict[int, dict]:
