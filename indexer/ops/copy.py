@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from poolvec.indexer.errors import IndexerError
-from poolvec.indexer.milvus.schema import STORED_FIELDS, row_bytes
+from poolvec.indexer.milvus.schema import STORED_FIELDS
 from poolvec.indexer.milvus.store import PROP_CONFIG, PROP_FINGERPRINT, PROP_INDEX, MilvusStore
 from poolvec.indexer.ops import pending
+from poolvec.indexer.ops.sync import IndexReport, Writer
 
 #: Rows per upsert (and their bytes at most: Milvus refuses requests over 64 MB).
 BATCH = 500
@@ -36,7 +37,7 @@ class CopyReport:
 
 def copy_index(source: MilvusStore, target: MilvusStore, progress: Progress | None = None) -> CopyReport:
     """Copy ``source``'s collection (rows, vectors, recipe, settings, review decisions) to ``target``. A target that
-    exists must be an unfinished copy of the same index (it is finished) or hold none of its rows' recipe."""
+    exists must be an unfinished copy of the same index (it is finished); any other is refused."""
     started = time.perf_counter()
     where = f"{source.uri} (collection {source.collection!r})"
     if not source.exists():
@@ -64,29 +65,23 @@ def copy_index(source: MilvusStore, target: MilvusStore, progress: Progress | No
             target.set_property(key, value)
     report = CopyReport()
     total = source.count()
-    batch: list[dict] = []
-    size = 0
+    # the indexer's own writer: bounded upserts, and Lite's rows sealed as they land (it indexes only sealed ones)
+    writer = Writer(target, IndexReport(), batch_rows=BATCH, batch_bytes=BATCH_BYTES)
     for page in source.scan("", ("vector", *STORED_FIELDS)):
         for row in page:
-            batch.append(row)
-            size += row_bytes(row)
-            if len(batch) >= BATCH or size >= BATCH_BYTES:
-                target.upsert(batch)
-                report.rows += len(batch)
-                batch, size = [], 0
+            writer.put(row, existed=False, fresh=False)
         if progress is not None:
-            progress(report.rows + len(batch), total)
-    target.upsert(batch)
-    report.rows += len(batch)
+            progress(writer.report.added, total)
+    writer.flush()
+    report.rows = writer.report.added
     decisions = source.decisions_all()
     if decisions:
         target.decisions_put(decisions)
     report.decisions = len(decisions)
     target.flush()
-    if target.count() != total:
-        raise IndexerError(
-            f"the copy at {target.uri} holds {target.count()} rows, the source {total}: run the copy again"
-        )
+    landed = target.count()
+    if landed != total:
+        raise IndexerError(f"the copy at {target.uri} holds {landed} rows, the source {total}: run the copy again")
     pending.clear(target)
     report.seconds = time.perf_counter() - started
     return report
