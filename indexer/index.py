@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +20,7 @@ from poolvec.extractor import Embedded, Extractor, ExtractorError, ImageInput, T
 from poolvec.extractor.files import IMAGE_EXTENSIONS, iter_image_files, require_existing
 from poolvec.extractor.recipe import Recipe, Runtime
 from poolvec.extractor.tuning import TuneProgress
-from poolvec.indexer.dups import find as duplicates
-from poolvec.indexer.dups.find import DuplicateGroup
+from poolvec.indexer.dups.finding import FindingDuplicates
 from poolvec.indexer.errors import BackendError, ConfigMismatchError, IndexerError
 from poolvec.indexer.milvus import filters
 from poolvec.indexer.milvus.lite import DEFAULT_COLLECTION, DEFAULT_URI
@@ -34,11 +33,10 @@ from poolvec.indexer.ops.ray.options import RayOptions, parse_engine
 from poolvec.indexer.ops.sync import IndexReport, Progress
 from poolvec.indexer.options import EmbeddingOptions, Shard
 from poolvec.indexer.query import Hit, query_vectors, to_hits
-from poolvec.indexer.review.honour import distinct_files, honouring, reference_groups
 from poolvec.indexer.review.reviewing import Reviewing
 from poolvec.indexer.verify.policy import Verification
-from poolvec.indexer.verify.search import RegionSearch
 from poolvec.indexer.verify.verifier import Verifier
+from poolvec.indexer.verify.verifying import Verifying
 
 if TYPE_CHECKING:
     from poolvec.pooling import Pipeline
@@ -47,9 +45,9 @@ if TYPE_CHECKING:
 Engine = str | RayOptions
 
 
-class ImageIndex(Reviewing):
-    """A searchable index of images in one Milvus collection (its duplicates reviewed with :class:`Reviewing`'s
-    methods).
+class ImageIndex(FindingDuplicates, Verifying, Reviewing):
+    """A searchable index of images in one Milvus collection (its duplicates found with :class:`FindingDuplicates`'
+    methods, its matches verified with :class:`Verifying`'s, reviewed with :class:`Reviewing`'s).
 
     Args:
         uri: Milvus Lite database path (default ``./poolvec.db``) or ``http(s)://host:port`` of a server.
@@ -426,128 +424,6 @@ class ImageIndex(Reviewing):
         if policy is None:
             return to_hits(results, min_score)
         return self._verifier.search(queries, to_hits(results), k, policy, self._crop_search(wide, expr), min_score)
-
-    def verify(
-        self,
-        queries: Iterable[ImageInput],
-        shortlists: list[list[Hit]],
-        k: int = 10,
-        *,
-        under: str | os.PathLike[str] | None = None,
-        min_score: float | None = None,
-        verify: Verification | None = None,
-    ) -> list[list[Hit]]:
-        """The ``k`` best of each global search's shortlist (best first, :attr:`Verification.shortlist` wide) once
-        checked against its query image, as :meth:`search_many` does with ``verify``: for callers that searched by
-        vector (the server embeds many queries in one pass)."""
-        policy = verify or self.verification
-        search = self._crop_search(max(k, policy.shortlist), filters.build(under_folder=under))
-        return self._verifier.search(list(queries), shortlists, k, policy, search, min_score)
-
-    @property
-    def verification(self) -> Verification:
-        """How matches are verified when a call does not say (``verify=True``)."""
-        return self._verifier.policy
-
-    @verification.setter
-    def verification(self, policy: Verification) -> None:
-        self._verifier.policy = policy
-
-    def _crop_search(self, k: int, expr: str) -> RegionSearch:
-        """How a verified search looks for its query's regions: embedded in one pass, searched together."""
-
-        def search(crops: list[Any]) -> list[list[Hit]]:
-            vectors = query_vectors(crops, self._recipe.dim, self.extractor)  # type: ignore[union-attr]
-            return to_hits(self.store.search(vectors.tolist(), k, self.vector_index, filter=expr))
-
-        return search
-
-    def iter_duplicates(
-        self,
-        threshold: float | None = None,
-        *,
-        k: int = 10,
-        under: str | os.PathLike[str] | None = None,
-        normalize: bool = True,
-        verify: bool | Verification = True,
-        decided: bool = True,
-        against: str | os.PathLike[str] | None = None,
-        progress: duplicates.Progress | None = None,
-    ) -> Iterator[DuplicateGroup]:
-        """The groups :meth:`find_duplicates` lists, yielded as they are found: the exact copies as soon as the index
-        has been read once, then the near-duplicates. Arguments are checked before it returns."""
-        if self._recipe is None:
-            return iter(())
-        self._refuse_if_pending()
-        policy = self._verifier.resolve(verify)
-        if threshold is None:
-            threshold = self.default_threshold(normalize, verify=policy is not None)
-        low = -1.0 if normalize else 0.0
-        if not low < threshold <= 1:
-            raise IndexerError(f"threshold must be in ({low:g}, 1], got {threshold}", kind="invalid")
-        expr = filters.build(under_folder=under)
-        beta = duplicates.NORMALIZE_BETA if normalize else None
-        judge = None
-        if policy is not None:
-            judge = self._verifier.judge(policy, threshold, normalize, self.default_threshold(False))
-        if decided:
-            judge = honouring(self.store, self.decisions(), judge or duplicates.by_threshold(threshold))
-        archive = os.path.abspath(against) if against is not None else None
-        found = duplicates.find_duplicates(self.store, threshold, k, expr, beta, judge, progress)
-        return (
-            g
-            for g in found
-            if (not decided or g.kind != "exact" or distinct_files(g.paths) > 1)
-            and (archive is None or reference_groups([g], archive))
-        )
-
-    def find_duplicates(
-        self,
-        threshold: float | None = None,
-        *,
-        k: int = 10,
-        under: str | os.PathLike[str] | None = None,
-        normalize: bool = True,
-        verify: bool | Verification = True,
-        decided: bool = True,
-        against: str | os.PathLike[str] | None = None,
-        progress: duplicates.Progress | None = None,
-    ) -> list[DuplicateGroup]:
-        """Groups of copies: exact (same bytes) first, then near-duplicates.
-
-        With ``verify`` (the default) a pair of neighbours scoring at least ``threshold`` is joined only when local
-        features show the two images correspond (:mod:`poolvec.indexer.dups.verify`), so look-alikes are never
-        grouped; without it, every pair at or above ``threshold`` is. ``normalize`` (the default) compares
-        normalised scores instead of cosines (:func:`~poolvec.indexer.dups.graph.normalised`: each image's
-        similarity to its nearest others is taken off). ``threshold`` defaults to what measured best
-        (:meth:`default_threshold`). With ``decided`` (the default) the user's decisions hold: pictures said not to
-        be duplicates are not joined, and copies that are links to one file are one file. ``against`` keeps only
-        the groups with a copy inside that folder and one outside it (a camera card against the archive).
-        ``progress(stage, done, total)`` hears how the reading ("read") and the neighbour search ("neighbours") go.
-        """
-        return list(
-            self.iter_duplicates(
-                threshold,
-                k=k,
-                under=under,
-                normalize=normalize,
-                verify=verify,
-                decided=decided,
-                against=against,
-                progress=progress,
-            )
-        )
-
-    def default_threshold(self, normalize: bool = False, verify: bool = False) -> float:
-        """The ``dups`` threshold for this index: verified pairs are candidates from a lower score; tuned
-        (learned-whitening) embeddings score copies lower than plain GeM, so they get their own
-        (docs/EVALUATION.md, "Duplicate pairs")."""
-        if verify:
-            return duplicates.VERIFY_FROM_NORMALIZED if normalize else duplicates.VERIFY_FROM_RAW
-        if normalize:
-            return duplicates.THRESHOLD_NORMALIZED
-        whitened = self._recipe is not None and self._recipe.learns_whitening
-        return duplicates.THRESHOLD_WHITENED if whitened else duplicates.THRESHOLD_PLAIN
 
     def info(self) -> dict[str, Any]:
         """What the index holds and how it was built."""

@@ -30,6 +30,12 @@ SERVER_SUITE = (
 )
 
 
+def shared_temp(factory: pytest.TempPathFactory) -> Path:
+    """The run's temporary folder, shared by pytest-xdist's workers (each has its own ``popen-gwN`` below it)."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def namespace_problem() -> str | None:
     """Why a private network namespace (``unshare --net``, loopback only) cannot be made here (None when it can)."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:

@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from backend_cases import BACKENDS, SERVER_ENV, backend_uri, milvus_server  # noqa: F401  (milvus_server: a fixture)
+from backend_cases import (  # noqa: F401  (milvus_server: a fixture)
+    BACKENDS,
+    SERVER_ENV,
+    backend_uri,
+    milvus_server,
+    shared_temp,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,14 +35,11 @@ sample_photos = _load_script("sample_photos")
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the real-Milvus-server run in the background as soon as it is known to be wanted: it mostly waits on
     the server, so it overlaps the rest of the suite (tests/test_server.py collects its result)."""
-    if any(
-        item.nodeid.endswith("test_server.py::test_backend_suite_against_a_real_milvus_server")
-        for item in session.items
-    ):
+    if any("test_server.py::test_backend_suite_against_a_real_milvus_server" in item.nodeid for item in session.items):
         from test_server import InnerRun
 
         if not os.environ.get(SERVER_ENV) and not session.config.option.collectonly:
-            InnerRun.start()
+            InnerRun.start(shared_temp(session.config._tmp_path_factory))
 
 
 @pytest.fixture(scope="session")

@@ -208,7 +208,7 @@ def test_ray_suite_in_a_private_network(tmp_path):
     problem = namespace_problem()
     if problem:
         pytest.skip(problem)
-    inner = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "lite"]
+    inner = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-k", "lite"]
     inner += [f"--basetemp={tmp_path / 'inner'}", "tests/test_ray_cluster.py", "tests/test_ray.py"]
     proc = subprocess.Popen(
         ["unshare", "--net", "bash", "-c", "ip link set lo up && exec " + shlex.join(inner)],

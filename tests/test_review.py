@@ -372,6 +372,22 @@ def test_the_server_reviews_through_the_same_core(library, tmp_path):
         assert res.json() == {"restored": 1, "rows": 1, "lost": []} and tree(lib) == before
 
 
+def regions_with(index: ImageIndex, keeper: str) -> dict[str, tuple[float, ...]]:
+    """The matched region the review should outline on each member of ``keeper``'s group (file name → box): from
+    the member's verified pair with the keeper, else its verified pair with the most inliers."""
+    group = next(g for g in index.find_duplicates() if keeper in map(os.path.basename, g.paths))
+    names = {i: os.path.basename(p) for i, p in zip(group.ids, group.paths, strict=True)}  # pairs name ids
+    best: dict[str, tuple[bool, int, tuple[float, ...]]] = {}
+    for p in group.pairs:
+        if not p.verified:
+            continue
+        for me, other, box in ((p.a, p.b, p.box_a), (p.b, p.a, p.box_b)):
+            rank = (names[other] == keeper, p.inliers, tuple(box))
+            if box is not None and (names[me] not in best or rank[:2] > best[names[me]][:2]):
+                best[names[me]] = rank
+    return {name: rank[2] for name, rank in best.items()}
+
+
 def test_review_in_chromium_decide_apply_undo(library, tmp_path):
     """The page's review mode: the suggested copy marked with its reason, a synchronised zoom, keyboard shortcuts
     (next, not duplicates, apply to all with a confirmation, undo), files and rows checked after each."""
@@ -416,6 +432,21 @@ def test_review_in_chromium_decide_apply_undo(library, tmp_path):
                 reason = page.text_content("#rv-reason")
             assert reason.startswith("keep china.jpg: the others were made from it"), reason
             assert page.text_content("#rv-members figure.keeper .name") == "china.jpg"
+            # each member's matched region outlined on its image: its verified pair with the kept copy's box
+            drawn = page.eval_on_selector_all(
+                "#rv-members figure",
+                """fs => Object.fromEntries(fs.map((f) => {
+                    const box = f.querySelector(".rv-frame .match-box"), img = f.querySelector("img");
+                    if (!box) return [f.querySelector(".name").textContent, null];
+                    const b = box.getBoundingClientRect(), i = img.getBoundingClientRect();
+                    return [f.querySelector(".name").textContent, [(b.left - i.left) / i.width,
+                        (b.top - i.top) / i.height, (b.right - i.left) / i.width, (b.bottom - i.top) / i.height]];
+                }))""",
+            )
+            expected = regions_with(index, "china.jpg")
+            assert len(expected) >= 2 and set(drawn) == {"china.jpg", "china_small.jpg", "china_q60.jpg"}, drawn
+            for name, box in expected.items():
+                assert drawn[name] is not None and np.allclose(drawn[name], box, atol=0.02), (name, drawn, expected)
             page.fill("#rv-zoom", "2")
             page.dispatch_event("#rv-zoom", "input")
             widths = page.eval_on_selector_all("#rv-members .zoom", "bs => bs.map(b => b.scrollWidth / b.clientWidth)")

@@ -655,3 +655,68 @@ def test_page_in_chromium(served, query_dir, tmp_path):
     assert problems == [], problems
     foreign = [u for u in requests if not u.startswith((served.url, "blob:", "data:"))]
     assert foreign == [], foreign
+
+
+def test_the_page_shows_its_first_page_of_groups_then_loads_the_rest(tmp_path, extractor):
+    """With more groups than a page holds, the page asks for its first page alone (shown at once) and then for the
+    rest behind it: two requests, every group reachable through the pager. 120 exact-copy pairs of real files,
+    their rows written through the store (exact copies are grouped by their hashes: nothing to embed)."""
+    import hashlib
+
+    import numpy as np
+
+    from poolvec.indexer.milvus.schema import make_row
+    from poolvec.indexer.milvus.store import MilvusStore
+    from poolvec.indexer.milvus.vector_index import VectorIndex
+
+    sync_playwright = _browser()
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    store = MilvusStore(str(tmp_path / "pairs.db"), "images")
+    store.create(extractor.recipe, VectorIndex())
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((extractor.recipe.dim, 120)))[0].T  # a vector per pair, orthogonal
+    rows = []
+    for g in range(120):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+        for name in (f"p{g:03d}.png", f"p{g:03d}-copy.png"):
+            path = folder / name
+            path.write_bytes(buf.getvalue())
+            info = {"size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns, "width": 16, "height": 16}
+            info["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+            rows.append(make_row(str(path), str(folder), basis[g], info))
+    store.upsert(rows)
+    store.flush()
+    store.close()
+    index = ImageIndex(tmp_path / "pairs.db", "images", extractor=extractor)
+    asked: list[str] = []
+    problems: list[str] = []
+    with live(create_app(index, ServeSettings(warm_up=False))) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.on("request", lambda r: asked.append(r.url) if "/api/dups" in r.url else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(url)
+            page.click(".tab[data-view=dups]")
+            deadline = time.monotonic() + 60
+            while not page.text_content("#dups-summary").startswith("120 groups: 120 of exact copies"):
+                assert time.monotonic() < deadline, page.text_content("#dups-summary")
+                page.wait_for_timeout(100)
+            assert page.text_content("#page-info") == "page 1 of 3"
+            assert page.locator("#groups section.group").count() == 50
+            page.click("#page-next")
+            page.click("#page-next")
+            assert page.text_content("#page-info") == "page 3 of 3"
+            shown = page.eval_on_selector_all("#groups section.group .name", "ns => ns.map(n => n.textContent)")
+        finally:
+            browser.close()
+    index.close()
+    assert not problems, problems
+    assert len(asked) == 2, asked
+    first, rest = (dict(p.split("=", 1) for p in u.split("?", 1)[1].split("&")) for u in asked)
+    assert first["limit"] == "50" and "offset" not in first, first
+    assert rest["offset"] == "50" and "limit" not in rest and rest["threshold"], rest
+    assert len(shown) == 40 and {f"p{g:03d}.png" for g in range(100, 120)} <= set(shown)  # the last 20 groups

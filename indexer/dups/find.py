@@ -92,8 +92,9 @@ class _UnionFind:
 
 def read_rows(store: MilvusStore, filter: str = "", page: int = PAGE, progress: Progress | None = None) -> Rows:
     """Every row of the collection (or of ``filter``) read once, in pages: ids, paths, sha256 and float16 vectors."""
-    total = None if filter else store.count()
-    return gather(store.scan(filter, ("path", "sha256", "vector"), page), total, progress)
+    total = store.count()
+    pages = store.scan(filter, ("path", "sha256", "vector"), page, count=total)
+    return gather(pages, None if filter else total, progress)
 
 
 def exact_duplicates(rows: Rows) -> list[DuplicateGroup]:

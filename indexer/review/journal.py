@@ -1,6 +1,7 @@
-"""The journal of a resolution: the whole plan written (and fsynced) before the first file is touched, then one line
-after each step. A resolution killed at any moment is finished by running it again, or reversed by ``undo``: every
-step is idempotent in both directions, so either reads the journal and the files as they are and carries on.
+"""The journal of a resolution: the whole plan written (and fsynced) before the first file is touched, then a line per
+step done (a batch of steps at a time, one fsync each). A resolution killed at any moment is finished by running it
+again, or reversed by ``undo``: every step is idempotent in both directions, so either reads the journal and the
+files as they are and carries on.
 
 Journals live in the user's state folder (``$POOLVEC_STATE_DIR``, else ``$XDG_STATE_HOME/poolvec``, else
 ``~/.local/state/poolvec``), one folder per index (its URI and collection), one file per resolution.
@@ -13,11 +14,15 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: How a plan line starts (``json.dumps`` of ``{"plan": …}``): counted and found without parsing its row.
+PLAN = '{"plan": '
 
 
 @dataclass(frozen=True)
@@ -68,18 +73,28 @@ class Journal:
         self.path = path
 
     @classmethod
-    def create(cls, folder: Path, header: dict[str, Any], steps: list[Step]) -> Journal:
-        """Write the plan in full, durably, under a new name (written aside, then renamed: never half a plan)."""
+    def create(cls, folder: Path, header: dict[str, Any], steps: Iterable[Step]) -> Journal | None:
+        """Write the plan in full, durably, under a new name (written aside, then renamed: never half a plan); the
+        steps are written as they come, never all held at once. None, and nothing written, when there is no step."""
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
         path = folder / f"{stamp}.jsonl"
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps({"header": header, "steps": len(steps)}) + "\n")
-            for i, s in enumerate(steps):
-                f.write(json.dumps({"plan": i, **asdict(s)}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        n = 0
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"header": header}) + "\n")
+                for n, s in enumerate(steps, 1):
+                    f.write(json.dumps({"plan": n - 1, **asdict(s)}) + "\n")
+                f.write(json.dumps({"steps": n}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a plan that failed half-way is no plan
+            raise
+        if n == 0:
+            tmp.unlink()
+            return None
         os.replace(tmp, path)
         _fsync_dir(folder)
         return cls(path)
@@ -90,35 +105,65 @@ class Journal:
         files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
         return cls(files[-1]) if files else None
 
-    def read(self) -> tuple[dict[str, Any], list[Step], dict[str, Any]]:
-        """(header, steps, state): ``state`` has the sets ``done`` and ``undone`` (step numbers) and the flags
-        ``complete``, ``purged`` and ``reversed``."""
+    def read(self) -> tuple[dict[str, Any], int, dict[str, Any]]:
+        """(header, number of steps, state): ``state`` has the sets ``done`` and ``undone`` (step numbers) and the
+        flags ``complete``, ``purged`` and ``reversed``. The steps themselves are read by :meth:`steps`."""
         header: dict[str, Any] = {}
-        steps: list[Step] = []
+        count = 0
         state: dict[str, Any] = {"done": set(), "undone": set(), "complete": False, "purged": False, "reversed": False}
+        for line in self._lines():
+            if line.startswith(PLAN):
+                count += 1
+                continue
+            entry = json.loads(line)
+            if "header" in entry:
+                header = entry["header"]
+            elif "done" in entry:
+                state["done"].add(entry["done"])
+            elif "undone" in entry:
+                state["undone"].add(entry["undone"])
+            else:
+                state.update({k: True for k in ("complete", "purged", "reversed") if entry.get(k)})
+        return header, count, state
+
+    def steps(self, newest_first: bool = False) -> Iterator[tuple[int, Step]]:
+        """The plan's steps with their numbers, read from the file as they are used (a plan of 30 000 files holds
+        150 MB of rows): in order, or newest first (as ``undo`` goes) by seeking to each step's line."""
+        if not newest_first:
+            for line in self._lines():
+                if line.startswith(PLAN):
+                    yield _step(line)
+            return
+        offsets = []
+        with open(self.path, "rb") as f:
+            at = 0
+            for raw in f:
+                if raw.startswith(PLAN.encode()) and raw.endswith(b"\n"):
+                    offsets.append(at)
+                at += len(raw)
+            for at in reversed(offsets):
+                f.seek(at)
+                yield _step(f.readline().decode("utf-8"))
+
+    def _lines(self) -> Iterator[str]:
         with open(self.path, encoding="utf-8") as f:
             for line in f:
                 if not line.endswith("\n"):
                     break  # a line cut by a kill: never acted on
-                entry = json.loads(line)
-                if "header" in entry:
-                    header = entry["header"]
-                elif "plan" in entry:
-                    steps.append(Step(**{k: v for k, v in entry.items() if k != "plan"}))
-                elif "done" in entry:
-                    state["done"].add(entry["done"])
-                elif "undone" in entry:
-                    state["undone"].add(entry["undone"])
-                else:
-                    state.update({k: True for k in ("complete", "purged", "reversed") if entry.get(k)})
-        return header, steps, state
+                yield line
 
-    def mark(self, **entry: Any) -> None:
-        """Append one progress line, durably."""
+    def mark(self, *entries: dict[str, Any], **entry: Any) -> None:
+        """Append progress lines (``entries``, or one made of the keywords), durably: one fsync for them all."""
+        lines = [*entries, entry] if entry else list(entries)
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
+            f.write("".join(json.dumps(e) + "\n" for e in lines))
             f.flush()
             os.fsync(f.fileno())
+
+
+def _step(line: str) -> tuple[int, Step]:
+    entry = json.loads(line)
+    return entry.pop("plan"), Step(**entry)
 
 
 def _fsync_dir(folder: Path) -> None:

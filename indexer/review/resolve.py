@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,10 @@ from poolvec.indexer.review.journal import Journal, Step, journal_dir, pack_row,
 ACTIONS = ("move", "hardlink", "symlink", "delete")
 #: Fields read back from the index for every file of a plan (the vector too: ``undo`` restores rows).
 ROW_FIELDS = ("path", "root", "dirs", "size", "mtime_ns", "width", "height", "sha256", "vector")
+#: Groups whose rows are read in one call while planning.
+CHUNK = 500
+#: Steps carried out between two deletes of their rows (and two fsyncs of the journal).
+BATCH = 256
 
 
 @dataclass
@@ -81,76 +85,114 @@ def _check(row: dict[str, Any] | None, path: str) -> str | None:
     return None
 
 
+@dataclass
+class Tally:
+    """What a plan found besides its steps: the refusals and their reasons, the files and bytes it acts on, the
+    groups that have a file acted on."""
+
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    keepers: set[str] = field(default_factory=set)
+
+
 def plan_steps(
     store: MilvusStore,
     groups: list[Planned],
     action: str,
     trash: str | os.PathLike[str],
     against: str | None = None,
-) -> tuple[list[Step], list[tuple[str, str]], int]:
-    """The steps of a resolution (``trash`` paths worked out), the refusals, and the bytes the steps free."""
+    tally: Tally | None = None,
+    rows: bool = True,
+) -> Iterator[Step]:
+    """The steps of a resolution (``trash`` paths worked out), yielded as they are planned: the groups' rows are read
+    :data:`CHUNK` groups at a time, so that memory does not grow with the number of groups. Refusals, files and bytes
+    go to ``tally``; without ``rows`` (a dry run) the steps carry no index row (the vectors are not read). The
+    action is checked at once, before any step is asked for."""
     if action not in ACTIONS:
         raise IndexerError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}", kind="invalid")
-    trash = os.path.abspath(trash)
-    ids = {p: path_id(p) for g in groups for p in (g.keep, *g.remove)}
-    rows = store.get(sorted(set(ids.values())), fields=ROW_FIELDS)
-    steps: list[Step] = []
-    refused: list[tuple[str, str]] = []
-    freed = 0
+    tally = tally if tally is not None else Tally()
+    return _steps(store, groups, action, os.path.abspath(trash), against, tally, rows)
+
+
+def _steps(
+    store: MilvusStore, groups: list[Planned], action: str, trash: str, against: str | None, tally: Tally, rows: bool
+) -> Iterator[Step]:
+    fields = ROW_FIELDS if rows else tuple(f for f in ROW_FIELDS if f != "vector")
     keepers = {g.keep for g in groups}
     planned: set[str] = set()
-    for g in groups:
-        keep_row = rows.get(ids[g.keep])
-        why = _check(keep_row, g.keep)
-        if why is not None:
-            refused.extend((p, f"the copy to keep, {g.keep}, is {why}") for p in g.remove)
-            continue
-        assert keep_row is not None
-        for p in g.remove:
-            if p in planned:
-                continue  # in two groups: acted on once
-            row = rows.get(ids[p])
-            why = "the copy to keep of another group" if p in keepers else _check(row, p)
-            if why is None and against is not None and is_under(p, against):
-                why = f"inside the reference folder {against}"
-            if why is None and is_under(p, trash):
-                why = "already in the trash folder"
-            if why is None and action in ("hardlink", "symlink") and row["sha256"] != keep_row["sha256"]:  # type: ignore[index]
-                why = f"not the same bytes as {g.keep}: a link would change the picture (use move or delete)"
+    for start in range(0, len(groups), CHUNK):
+        part = groups[start : start + CHUNK]
+        ids = {p: path_id(p) for g in part for p in (g.keep, *g.remove)}
+        found = store.get(sorted(set(ids.values())), fields=fields)
+        for g in part:
+            keep_row = found.get(ids[g.keep])
+            why = _check(keep_row, g.keep)
             if why is not None:
-                refused.append((p, why))
+                tally.refused.extend((p, f"the copy to keep, {g.keep}, is {why}") for p in g.remove)
                 continue
-            assert row is not None
-            rel = os.path.relpath(p, row["root"])
-            where = os.path.join(trash, os.path.basename(row["root"]) or "root", rel)
-            link = action if action in ("hardlink", "symlink") else None
-            steps.append(Step(p, where, g.keep, link, pack_row({k: row[k] for k in ROW_FIELDS})))
-            planned.add(p)
-            freed += int(row["size"])
-    return steps, refused, freed
+            assert keep_row is not None
+            for p in g.remove:
+                if p in planned:
+                    continue  # in two groups: acted on once
+                row = found.get(ids[p])
+                why = "the copy to keep of another group" if p in keepers else _check(row, p)
+                if why is None and against is not None and is_under(p, against):
+                    why = f"inside the reference folder {against}"
+                if why is None and is_under(p, trash):
+                    why = "already in the trash folder"
+                if why is None and action in ("hardlink", "symlink") and row["sha256"] != keep_row["sha256"]:  # type: ignore[index]
+                    why = f"not the same bytes as {g.keep}: a link would change the picture (use move or delete)"
+                if why is not None:
+                    tally.refused.append((p, why))
+                    continue
+                assert row is not None
+                rel = os.path.relpath(p, row["root"])
+                where = os.path.join(trash, os.path.basename(row["root"]) or "root", rel)
+                link = action if action in ("hardlink", "symlink") else None
+                planned.add(p)
+                tally.files += 1
+                tally.bytes += int(row["size"])
+                tally.keepers.add(g.keep)
+                yield Step(p, where, g.keep, link, pack_row({k: row[k] for k in fields}) if rows else {})
 
 
 Progress = Callable[[int, int], None]
 
 
 def apply(store: MilvusStore, journal: Journal, progress: Progress | None = None) -> tuple[int, bool]:
-    """Carry out (or finish) the steps of ``journal``; returns (steps done now, whether it had been started)."""
-    header, steps, state = journal.read()
+    """Carry out (or finish) the steps of ``journal``; returns (steps done now, whether it had been started).
+
+    Files are moved :data:`BATCH` at a time, then their rows deleted in one call and the batch marked done with one
+    fsync. A kill inside a batch leaves files moved whose rows and marks are not: both directions redo such a step
+    (moving an already moved file is nothing), so the next run or ``undo`` finishes it."""
+    header, total, state = journal.read()
     if state["reversed"]:
         raise IndexerError(f"resolution {journal.path.name} was undone; plan a new one", kind="invalid")
     started = bool(state["done"])
     done = 0
-    for i, step in enumerate(steps):
+    batch: list[tuple[int, Step]] = []
+
+    def settle() -> None:
+        gone = [path_id(step.path) for _, step in batch if step.link is None]
+        if gone:
+            store.delete(gone)
+        journal.mark(*({"done": i} for i, _ in batch))
+        batch.clear()
+
+    for n, (i, step) in enumerate(journal.steps(), 1):
         if i not in state["done"]:
             _forward(step)
-            if step.link is None:
-                store.delete([path_id(step.path)])
-            journal.mark(done=i)
+            batch.append((i, step))
             done += 1
+            if len(batch) >= BATCH:
+                settle()
         if progress is not None:
-            progress(i + 1, len(steps))
+            progress(n, total)
+    if batch:
+        settle()
     if header.get("action") == "delete" and not state["purged"]:
-        for step in steps:
+        for _, step in journal.steps():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(step.trash_path)
         journal.mark(purged=True)
@@ -201,9 +243,9 @@ def _move(src: str, dst: str) -> None:
 
 def undo(store: MilvusStore, journal: Journal, progress: Progress | None = None) -> UndoReport:
     """Reverse ``journal``'s steps, newest first: links removed, files moved back from the trash, rows restored
-    (a step is marked undone only once its row is back). Idempotent: a kill in the middle is finished by running
-    it again."""
-    _, steps, state = journal.read()
+    (steps are marked undone :data:`BATCH` at a time, once their rows are back). Idempotent: a kill in the middle is
+    finished by running it again."""
+    _, total, state = journal.read()
     report = UndoReport(str(journal.path))
     pending: list[tuple[int, dict[str, Any] | None]] = []
 
@@ -212,12 +254,10 @@ def undo(store: MilvusStore, journal: Journal, progress: Progress | None = None)
         if rows:
             store.upsert(rows)
             report.rows += len(rows)
-        for i, _ in pending:
-            journal.mark(undone=i)
+        journal.mark(*({"undone": i} for i, _ in pending))
         pending.clear()
 
-    for n, i in enumerate(reversed(range(len(steps)))):
-        step = steps[i]
+    for n, (i, step) in enumerate(journal.steps(newest_first=True), 1):
         if i in state["undone"]:
             continue
         if step.link is not None and os.path.lexists(step.trash_path) and _is_link_to(step):
@@ -229,11 +269,12 @@ def undo(store: MilvusStore, journal: Journal, progress: Progress | None = None)
             report.lost.append(step.path)  # deleted (the delete action), or removed by hand from the trash
         restore = step.link is None and os.path.lexists(step.path)
         pending.append((i, unpack_row({"id": path_id(step.path), **step.row}) if restore else None))
-        if len(pending) >= 256:
+        if len(pending) >= BATCH:
             settle()
         if progress is not None:
-            progress(n + 1, len(steps))
-    settle()
+            progress(n, total)
+    if pending:
+        settle()
     store.flush()
     journal.mark(reversed=True)
     return report
@@ -244,4 +285,4 @@ def journals(store: MilvusStore) -> Path:
     return journal_dir(store.uri, store.collection)
 
 
-__all__ = ["ACTIONS", "Planned", "ResolveReport", "UndoReport", "apply", "journals", "plan_steps", "undo"]
+__all__ = ["ACTIONS", "Planned", "ResolveReport", "Tally", "UndoReport", "apply", "journals", "plan_steps", "undo"]

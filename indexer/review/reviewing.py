@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -14,7 +14,17 @@ from poolvec.indexer.review import decisions as stored
 from poolvec.indexer.review.decisions import Decisions
 from poolvec.indexer.review.journal import Journal
 from poolvec.indexer.review.keeper import KeepRules, Suggestion, suggest
-from poolvec.indexer.review.resolve import Planned, ResolveReport, UndoReport, apply, journals, plan_steps, undo
+from poolvec.indexer.review.resolve import (
+    CHUNK,
+    Planned,
+    ResolveReport,
+    Tally,
+    UndoReport,
+    apply,
+    journals,
+    plan_steps,
+    undo,
+)
 
 if TYPE_CHECKING:
     from poolvec.indexer.dups.find import DuplicateGroup
@@ -79,8 +89,11 @@ class Reviewing:
         kept = self.decisions().keep
         return [self._suggest(list(g.paths if hasattr(g, "paths") else g), rules or KeepRules(), kept) for g in groups]
 
-    def _suggest(self, paths: list[str], rules: KeepRules, kept: frozenset[str]) -> Suggestion:
-        hashes = self._hashes(paths) if kept else {}
+    def _suggest(
+        self, paths: list[str], rules: KeepRules, kept: frozenset[str], hashes: dict[str, str] | None = None
+    ) -> Suggestion:
+        if hashes is None:
+            hashes = self._hashes(paths) if kept else {}
         marked = [p for p in paths if hashes.get(p) in kept]
         if marked:
             rules = KeepRules(rules.order, (*marked, *rules.prefer))
@@ -120,21 +133,22 @@ class Reviewing:
         base = rules or KeepRules()
         if against is not None:
             base = KeepRules(base.order, (against, *base.prefer))
-        kept = self.decisions().keep
         groups = merged(groups)
-        planned = [g if isinstance(g, Planned) else self._plan(g, base, kept) for g in groups]
-        planned = [p for p in planned if p.remove]
-        steps, refused, freed = plan_steps(self.store, planned, action, trash, against)
-        report.groups = len({s.keep for s in steps})
-        report.files, report.bytes_freed = len(steps), freed
-        report.refused.extend(refused)
-        if dry_run or not steps:
-            return report
-        header = {"action": action, "trash": os.path.abspath(trash), "collection": self.store.collection}
-        journal = Journal.create(folder, header, steps)
-        report.journal = str(journal.path)
-        apply(self.store, journal, progress)
-        self.store.flush()
+        planned = [p for p in self._plans(groups, base) if p.remove]
+        tally = Tally()
+        steps = plan_steps(self.store, planned, action, trash, against, tally, rows=not dry_run)
+        if dry_run:
+            for _ in steps:
+                pass
+        else:
+            header = {"action": action, "trash": os.path.abspath(trash), "collection": self.store.collection}
+            journal = Journal.create(folder, header, steps)
+            if journal is not None:
+                report.journal = str(journal.path)
+                apply(self.store, journal, progress)
+                self.store.flush()
+        report.groups, report.files, report.bytes_freed = len(tally.keepers), tally.files, tally.bytes
+        report.refused.extend(tally.refused)
         return report
 
     def _still_indexed(self, groups: Sequence[DuplicateGroup] | Sequence[Planned]) -> list:
@@ -153,9 +167,20 @@ class Reviewing:
                     kept.append(replace(g, paths=members, ids=[path_id(p) for p in members]))
         return kept
 
-    def _plan(self, group: DuplicateGroup, rules: KeepRules, kept: frozenset[str]) -> Planned:
-        choice = self._suggest(list(group.paths), rules, kept)
-        return Planned(choice.keep, choice.others, choice.reason)
+    def _plans(self, groups: Sequence[DuplicateGroup] | Sequence[Planned], rules: KeepRules) -> Iterator[Planned]:
+        """Each group's plan (a :class:`Planned` as given, else the suggested keeper and the rest); the hashes of
+        files marked "keep" are looked up :data:`~poolvec.indexer.review.resolve.CHUNK` groups at a time."""
+        kept = self.decisions().keep
+        for start in range(0, len(groups), CHUNK):
+            part = groups[start : start + CHUNK]
+            found = [g for g in part if not isinstance(g, Planned)]
+            hashes = self._hashes([p for g in found for p in g.paths]) if kept and found else {}
+            for g in part:
+                if isinstance(g, Planned):
+                    yield g
+                else:
+                    choice = self._suggest(list(g.paths), rules, kept, hashes)
+                    yield Planned(choice.keep, choice.others, choice.reason)
 
     def undo(self, progress: Progress | None = None) -> UndoReport:
         """Reverse the last resolution that was not undone yet (files back in place, index rows restored)."""

@@ -293,22 +293,45 @@ function queryShown() {
   return { id: state.query.id, name: state.query.path };
 }
 
+// A matched region (fractions of the image: x0, y0, x1, y1) drawn over its image.
+function matchOutline([x0, y0, x1, y1]) {
+  const outline = el("div", { class: "match-box" });
+  // through the CSSOM: the page's Content-Security-Policy refuses style attributes
+  Object.assign(outline.style, {
+    left: `${x0 * 100}%`,
+    top: `${y0 * 100}%`,
+    width: `${(x1 - x0) * 100}%`,
+    height: `${(y1 - y0) * 100}%`,
+  });
+  return outline;
+}
+
+// Each member's matched region in the review: from its verified pair with the copy kept, else from its
+// strongest verified pair (null: joined on its score alone, or an exact copy).
+function matchedRegions(group, keep) {
+  const position = new Map(group.members.map((m, n) => [m.path, n]));
+  const best = group.members.map(() => null);
+  for (const p of group.pairs || []) {
+    if (!p.verified) continue;
+    const a = position.get(group.paths[p.a]);
+    const b = position.get(group.paths[p.b]);
+    if (a === undefined || b === undefined) continue;
+    for (const [n, other, box] of [
+      [a, b, p.box_a],
+      [b, a, p.box_b],
+    ]) {
+      const rank = (other === keep ? 1e9 : 0) + p.inliers;
+      if (box && (!best[n] || rank > best[n].rank)) best[n] = { box, other, inliers: p.inliers, rank };
+    }
+  }
+  return best;
+}
+
 // One side of the pair view: the image (a blob: URL, or an indexed image's thumbnail) and its matched region.
 function pairSide(side, holder) {
   const img = el("img", { alt: basename(side.name || "") });
   const frame = el("div", { class: "pair-frame" }, img);
-  if (side.box) {
-    const [x0, y0, x1, y1] = side.box;
-    const outline = el("div", { class: "match-box" });
-    // through the CSSOM: the page's Content-Security-Policy refuses style attributes
-    Object.assign(outline.style, {
-      left: `${x0 * 100}%`,
-      top: `${y0 * 100}%`,
-      width: `${(x1 - x0) * 100}%`,
-      height: `${(y1 - y0) * 100}%`,
-    });
-    frame.append(outline);
-  }
+  if (side.box) frame.append(matchOutline(side.box));
   holder.replaceChildren(frame, el("div", { class: "path" }, side.name || ""));
   if (side.url) img.src = side.url;
   else
@@ -363,12 +386,27 @@ async function loadDuplicates(useDefault = false) {
   setStatus("finding duplicates…");
   const started = performance.now();
   try {
+    // the first page alone, shown at once; the rest of the groups (the server keeps them) behind it
+    params.set("limit", String(GROUPS_PER_PAGE));
     const result = await api(`api/dups?${params}`);
     state.dups = result;
     sliderRange(result.normalized);
     $("threshold").value = String(result.threshold);
     $("threshold-value").textContent = Number(result.threshold).toFixed(2);
     renderGroups(result);
+    const shown = result.groups.length;
+    if (result.total > shown) {
+      result.partial = true;
+      setStatus(`${result.total} groups; the first ${shown} in ${Math.round(performance.now() - started)} ms…`);
+      params.set("threshold", String(result.threshold)); // the same groups, whatever the default was
+      params.set("offset", String(shown));
+      params.delete("limit");
+      const rest = await api(`api/dups?${params}`);
+      if (state.dups !== result) return; // another search replaced it meanwhile
+      result.groups.push(...rest.groups);
+      result.partial = false;
+      if (!reviewing()) renderGroups(result);
+    }
     setStatus(`${result.groups.length} groups in ${Math.round(performance.now() - started)} ms`);
   } catch (error) {
     setStatus(error.message, true);
@@ -378,12 +416,14 @@ async function loadDuplicates(useDefault = false) {
 function renderGroups(result) {
   releaseUrls("dups");
   const exact = result.groups.filter((g) => g.kind === "exact").length;
+  const count = result.partial ? result.total : result.groups.length;
+  const loading = result.partial ? ` (the first ${result.groups.length} shown, the rest loading)` : "";
   $("dups-summary").textContent =
-    `${result.groups.length} groups: ${exact} of exact copies, ${result.groups.length - exact} of near-duplicates ` +
+    `${count} groups${loading}: ${exact} of exact copies, ${result.groups.length - exact} of near-duplicates ` +
     `(${result.verified ? "verified pairs, " : ""}` +
     `${result.normalized ? "normalised score" : "cosine"} ≥ ${Number(result.threshold).toFixed(2)}; ` +
     `default ${Number(result.default_threshold).toFixed(2)})`;
-  const pages = Math.max(1, Math.ceil(result.groups.length / GROUPS_PER_PAGE));
+  const pages = Math.max(1, Math.ceil(count / GROUPS_PER_PAGE));
   state.page = Math.min(state.page, pages - 1);
   const first = state.page * GROUPS_PER_PAGE;
   $("pager").hidden = pages <= 1 || reviewing();
@@ -519,6 +559,16 @@ async function showReviewGroup(at) {
         note.textContent = suggestion.derived[String(n)].replace(/ from .*/, " from the kept copy or another");
       }
     });
+    const regions = matchedRegions(group, suggestion.keep);
+    figures.forEach((figure, n) => {
+      const region = regions[n];
+      if (!region) return;
+      figure.querySelector(".rv-frame").append(matchOutline(region.box));
+      const other = basename(group.members[region.other].path);
+      figure
+        .querySelector("figcaption")
+        .append(el("div", { class: "match muted" }, `matched region: ${region.inliers} points with ${other}`));
+    });
   } catch (error) {
     $("rv-reason").textContent = "";
     setStatus(error.message, true);
@@ -527,7 +577,8 @@ async function showReviewGroup(at) {
 
 function reviewFigure(member, n) {
   const img = el("img", { alt: basename(member.path), decoding: "async" });
-  const box = el("div", { class: "zoom" }, img);
+  const frame = el("div", { class: "rv-frame" }, img);
+  const box = el("div", { class: "zoom" }, frame);
   box.addEventListener("scroll", () => syncScroll(box));
   const figure = el(
     "figure",
@@ -551,7 +602,7 @@ function reviewFigure(member, n) {
       box.replaceChildren(el("div", { class: "missing", title: thumb.error }, "no preview"));
     }
   });
-  applyZoom(img);
+  applyZoom(frame);
   return figure;
 }
 
@@ -563,8 +614,8 @@ function selectMember(n) {
 }
 
 // One zoom for every image of the group, and one scroll position (as a fraction): the same detail side by side.
-function applyZoom(img) {
-  img.style.width = `${Number($("rv-zoom").value) * 100}%`;
+function applyZoom(frame) {
+  frame.style.width = `${Number($("rv-zoom").value) * 100}%`;
 }
 
 let syncing = false;
@@ -856,7 +907,7 @@ function init() {
   $("rv-distinct").addEventListener("click", notDuplicates);
   $("rv-apply").addEventListener("click", resolveAll);
   $("rv-undo").addEventListener("click", undoLast);
-  $("rv-zoom").addEventListener("input", () => document.querySelectorAll("#rv-members img").forEach(applyZoom));
+  $("rv-zoom").addEventListener("input", () => document.querySelectorAll("#rv-members .rv-frame").forEach(applyZoom));
   document.addEventListener("keydown", reviewKeys);
 
   loadInfo();
