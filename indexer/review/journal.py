@@ -86,7 +86,6 @@ class Journal:
                 f.write(json.dumps({"header": header}) + "\n")
                 for n, s in enumerate(steps, 1):
                     f.write(json.dumps({"plan": n - 1, **asdict(s)}) + "\n")
-                f.write(json.dumps({"steps": n}) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:

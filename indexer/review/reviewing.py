@@ -86,14 +86,20 @@ class Reviewing:
         self, groups: Sequence[DuplicateGroup | Sequence[str]], rules: KeepRules | None = None
     ) -> list[Suggestion]:
         """:meth:`suggest_keeper` for many groups (the decisions read once)."""
-        kept = self.decisions().keep
-        return [self._suggest(list(g.paths if hasattr(g, "paths") else g), rules or KeepRules(), kept) for g in groups]
+        paths = [list(g.paths if hasattr(g, "paths") else g) for g in groups]
+        return list(self._suggestions(paths, rules or KeepRules()))
 
-    def _suggest(
-        self, paths: list[str], rules: KeepRules, kept: frozenset[str], hashes: dict[str, str] | None = None
-    ) -> Suggestion:
-        if hashes is None:
-            hashes = self._hashes(paths) if kept else {}
+    def _suggestions(self, groups: Sequence[list[str]], rules: KeepRules) -> Iterator[Suggestion]:
+        """Each group's suggestion, in order; the hashes of its files (for the pictures marked "keep") are looked up
+        :data:`~poolvec.indexer.review.resolve.CHUNK` groups a call, and only when some picture is marked."""
+        kept = self.decisions().keep
+        for start in range(0, len(groups), CHUNK):
+            part = groups[start : start + CHUNK]
+            hashes = self._hashes([p for paths in part for p in paths]) if kept else {}
+            for paths in part:
+                yield self._suggest(paths, rules, kept, hashes)
+
+    def _suggest(self, paths: list[str], rules: KeepRules, kept: frozenset[str], hashes: dict[str, str]) -> Suggestion:
         marked = [p for p in paths if hashes.get(p) in kept]
         if marked:
             rules = KeepRules(rules.order, (*marked, *rules.prefer))
@@ -168,19 +174,14 @@ class Reviewing:
         return kept
 
     def _plans(self, groups: Sequence[DuplicateGroup] | Sequence[Planned], rules: KeepRules) -> Iterator[Planned]:
-        """Each group's plan (a :class:`Planned` as given, else the suggested keeper and the rest); the hashes of
-        files marked "keep" are looked up :data:`~poolvec.indexer.review.resolve.CHUNK` groups at a time."""
-        kept = self.decisions().keep
-        for start in range(0, len(groups), CHUNK):
-            part = groups[start : start + CHUNK]
-            found = [g for g in part if not isinstance(g, Planned)]
-            hashes = self._hashes([p for g in found for p in g.paths]) if kept and found else {}
-            for g in part:
-                if isinstance(g, Planned):
-                    yield g
-                else:
-                    choice = self._suggest(list(g.paths), rules, kept, hashes)
-                    yield Planned(choice.keep, choice.others, choice.reason)
+        """Each group's plan, in order: a :class:`Planned` as given, else the suggested keeper and the rest."""
+        choices = self._suggestions([list(g.paths) for g in groups if not isinstance(g, Planned)], rules)
+        for g in groups:
+            if isinstance(g, Planned):
+                yield g
+            else:
+                choice = next(choices)
+                yield Planned(choice.keep, choice.others, choice.reason)
 
     def undo(self, progress: Progress | None = None) -> UndoReport:
         """Reverse the last resolution that was not undone yet (files back in place, index rows restored)."""
