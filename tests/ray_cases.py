@@ -27,19 +27,30 @@ ACTOR_TITLE = "MapBatches(Embedder)"
 
 
 def embedder_processes() -> dict[int, int]:
-    """pid → parent pid (the raylet of its node) of every live embedding actor process on this machine."""
-    found = {}
+    """pid → parent pid (the raylet of its node) of every live embedding actor process started by this test
+    process: other Ray clusters on the machine (the other pytest worker's, the server suite's) are not ours."""
+    parents: dict[int, int] = {}
+    actors: list[int] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
             title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if ACTOR_TITLE in title and title.startswith("ray::"):
-                stat = (entry / "stat").read_text()
-                found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-    return found
+        if ACTOR_TITLE in title and title.startswith("ray::"):
+            actors.append(int(entry.name))
+    return {pid: parents[pid] for pid in actors if _descends(pid, os.getpid(), parents)}
+
+
+def _descends(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
+    while pid > 1:
+        pid = parents.get(pid, 0)
+        if pid == ancestor:
+            return True
+    return False
 
 
 def rows_by_id(index: Any) -> dict[int, dict[str, Any]]:
