@@ -6,10 +6,14 @@ them are planted copies of another row (cosine 0.9–0.99, a tenth of them byte-
 They are upserted 64 rows at a time through :class:`~poolvec.indexer.milvus.store.MilvusStore` (as indexing does);
 then a fresh process (as the next command would) opens the index as :class:`~poolvec.indexer.ImageIndex`
 (``ready_s``: open, load, first search), searches it with 200 single queries (k = 10; recall@10 against an exact
-float64 search of every row), and times ``find_duplicates(verify=False)``, checking the planted pairs. Peak RSS
-(``VmHWM``; Milvus Lite runs in the process) is read after each phase of each process.
+float64 search of every row), and times ``find_duplicates(verify=False)``, checking the planted pairs. That run keeps
+the neighbour graph with the index: a third process times ``dups`` again from it (``kept_*``: first group, all of
+them, the same groups), and ``--page`` starts ``poolvec serve`` on the index and times the page's first request
+(``/api/dups?limit=50``, then the rest). Peak RSS (``VmHWM``; Milvus Lite runs in the process) is read after each
+phase of each process.
 
     .venv/bin/python scripts/bench_scale.py --rows 100000 --shape-from /tmp/bench-tune/verify-10000.db --json s.json
+    .venv/bin/python scripts/bench_scale.py --rows 100000 --planted 0.3 --skip-search --page --json g.json
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from poolvec.extractor import Extractor
@@ -162,6 +168,16 @@ def measure(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     index.search(q[0].astype(np.float32), k=10, verify=False)
     out["ready_s"] = round(time.perf_counter() - t, 1)
+    if not args.skip_search:
+        search(index, shape, args, q, out)
+    out["planted"] = len(planted)
+    if not args.skip_dups:
+        dups(index, planted, out, "")
+    out["measure_peak_rss_mb"] = round(hwm_mb())
+    index.close()
+
+
+def search(index: ImageIndex, shape: Shape, args: argparse.Namespace, q: np.ndarray, out: dict) -> None:
     times, found = [], []
     for v in q:
         t = time.perf_counter()
@@ -183,24 +199,77 @@ def measure(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None
     recall = [len(t & set(f)) / 10 for t, f in zip(truth, found, strict=True)]
     out["recall_at_10"] = round(float(np.mean(recall)), 4)
     out["rss_after_search_mb"] = round(hwm_mb())
-    out["planted"] = len(planted)
-    if not args.skip_dups:
-        t = time.perf_counter()
-        first = None
-        groups = []
-        for g in index.iter_duplicates(verify=False, decided=False):  # decided: the synthetic files do not exist
-            first = first if first is not None else time.perf_counter() - t
-            groups.append(g)
-        out["dups_s"] = round(time.perf_counter() - t, 1)
-        out["dups_first_group_s"] = round(first or 0.0, 1)
-        where = {p: n for n, g in enumerate(groups) for p in g.paths}
-        hit = sum(1 for o, c in planted if path_of(o) in where and where.get(path_of(o)) == where.get(path_of(c)))
-        out["planted_found"] = hit
-        out["groups"] = len(groups)
-        out["grouped_files"] = len(where)
-        out["rss_after_dups_mb"] = round(hwm_mb())
-    out["measure_peak_rss_mb"] = round(hwm_mb())
+
+
+def planted_pairs(shape: Shape, args: argparse.Namespace) -> list[tuple[int, int]]:
+    """The planted (original, copy) rows, drawn again as the build drew them."""
+    return [
+        p
+        for s in range(0, args.rows, CHUNK)
+        for p in chunk(shape, args.seed, s, min(CHUNK, args.rows - s), args.planted)[2]
+    ]
+
+
+def dups(index: ImageIndex, planted: list[tuple[int, int]], out: dict, prefix: str) -> None:
+    """Time ``dups`` (first group, all), count the planted pairs grouped, and a digest of the groups."""
+    t = time.perf_counter()
+    first = None
+    groups = []
+    for g in index.iter_duplicates(verify=False, decided=False):  # decided: the synthetic files do not exist
+        first = first if first is not None else time.perf_counter() - t
+        groups.append(g)
+    out[f"{prefix}dups_s"] = round(time.perf_counter() - t, 1)
+    out[f"{prefix}dups_first_group_s"] = round(first or 0.0, 2)
+    where = {p: n for n, g in enumerate(groups) for p in g.paths}
+    hit = sum(1 for o, c in planted if path_of(o) in where and where.get(path_of(o)) == where.get(path_of(c)))
+    out[f"{prefix}planted_found"] = hit
+    out[f"{prefix}groups"] = len(groups)
+    out[f"{prefix}grouped_files"] = len(where)
+    out[f"{prefix}groups_digest"] = hashlib.sha256(json.dumps([g.paths for g in groups]).encode()).hexdigest()[:16]
+    out[f"{prefix}rss_after_dups_mb"] = round(hwm_mb())
+
+
+def measure_kept(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None:
+    """``dups`` in a fresh process, from the graph the previous run kept."""
+    t = time.perf_counter()
+    index = ImageIndex(uri, "images")
+    out["kept_open_s"] = round(time.perf_counter() - t, 2)
+    dups(index, planted_pairs(shape, args), out, "kept_")
     index.close()
+
+
+def page(uri: str, out: dict) -> None:
+    """``poolvec serve`` on the index: the page's first request (50 groups), then the rest (as the page asks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(Path(sys.executable).parent / "poolvec"), "serve", "--db", uri, "--port", str(port), "--no-optimize"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t = time.perf_counter()
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+            if server.poll() is not None or time.perf_counter() - t > 600:
+                raise SystemExit(f"poolvec serve did not start: {cmd}")
+        out["page_server_start_s"] = round(time.perf_counter() - t, 1)
+        args = {"verify": "false", "limit": 50}
+        t = time.perf_counter()
+        first = httpx.get(url + "/api/dups", params=args, timeout=600).json()
+        out["page_first_s"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        rest = httpx.get(
+            url + "/api/dups", params={"verify": "false", "offset": 50, "threshold": first["threshold"]}, timeout=600
+        ).json()
+        out["page_rest_s"] = round(time.perf_counter() - t, 2)
+        out["page_groups"] = [len(first["groups"]), len(rest["groups"]), first["total"]]
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def main() -> None:
@@ -213,7 +282,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--planted", type=float, default=PLANTED, help="share of rows that are copies of another")
     parser.add_argument("--skip-dups", action="store_true")
+    parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--page", action="store_true", help="also time the page's first request on poolvec serve")
     parser.add_argument("--measure-only", action="store_true", help="measure an index this script built before")
+    parser.add_argument("--measure-kept", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--shape-file", type=Path, help=argparse.SUPPRESS)  # the parent's shape, for its child
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -225,27 +298,33 @@ def main() -> None:
         "shape_from": args.shape_from,
     }
     shape = Shape.load(args.shape_file, args.dim) if args.shape_file else Shape(args.dim, args.shape_from)
-    if args.measure_only:
-        measure(args, shape, args.uri, out)
+    if args.measure_only or args.measure_kept or args.build_only:
+        step = measure_kept if args.measure_kept else build if args.build_only else measure
+        step(args, shape, args.uri, out)
         print(json.dumps(out), flush=True)
         os._exit(0)  # do not wait for Milvus Lite's background work at exit
     tmp = None if args.uri else tempfile.mkdtemp(prefix="bench-scale-")
     uri = args.uri or str(Path(tmp) / "scale.db")
     try:
-        build(args, shape, uri, out)
-        cmd = [sys.executable, __file__, "--measure-only", "--uri", uri, "--rows", str(args.rows)]
+        cmd = [sys.executable, __file__, "--uri", uri, "--rows", str(args.rows)]
         cmd += ["--dim", str(args.dim), "--queries", str(args.queries), "--seed", str(args.seed)]
         cmd += ["--planted", str(args.planted)]
-        # Milvus Lite keeps --shape-from's lock until this process exits: the child gets the shape as a file
+        # Milvus Lite lets one process a database and keeps its lock until that process exits: the build and each
+        # measure are processes of their own (as the commands would be), given the shape as a file
         saved = Path(tmp or tempfile.gettempdir()) / "bench-scale-shape.npz"
         shape.save(saved)
-        cmd += ["--shape-file", str(saved)] + ["--skip-dups"] * args.skip_dups
-        child = subprocess.run(cmd, capture_output=True, text=True)
-        if child.returncode != 0:
-            raise SystemExit(child.stderr)
-        measured = json.loads(child.stdout.strip().splitlines()[-1])
-        out.update({k: v for k, v in measured.items() if k not in out})
+        cmd += ["--shape-file", str(saved)] + ["--skip-dups"] * args.skip_dups + ["--skip-search"] * args.skip_search
+        steps = [["--build-only"], ["--measure-only"]] + [["--measure-kept"]] * (not args.skip_dups)
+        for step in steps:
+            child = subprocess.run([*cmd, *step], capture_output=True, text=True)
+            if child.returncode != 0:
+                raise SystemExit(child.stderr)
+            lines = child.stdout.strip().splitlines()
+            print("\n".join(lines[:-1]), flush=True)
+            out.update({k: v for k, v in json.loads(lines[-1]).items() if k not in out})
         out["peak_rss_mb"] = max(out["build_peak_rss_mb"], out["measure_peak_rss_mb"])
+        if args.page:
+            page(uri, out)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

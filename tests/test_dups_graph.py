@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from poolvec.indexer.dups.graph import Rows, gather, nearest, normalised, pairs, same_hash
+from poolvec.indexer.dups.graph import Rows, components, gather, nearest, normalised, pairs, same_hash
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -90,3 +90,28 @@ def test_rows_gathered_from_pages_and_grouped_by_hash():
     assert seen[-1] == ("read", 2500, None)
     groups = sorted(sorted(g) for g in same_hash(got))
     assert len(groups) == 1200 and groups[0] == [0, 1200, 2400] and groups[-1] == [1199, 2399]
+
+
+def test_components_equal_a_breadth_first_search():
+    rng = np.random.default_rng(3)
+    for n, m in ((1, 0), (2, 1), (50, 20), (2000, 1500), (2000, 4000)):
+        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+        label = components(n, a, b)
+        links: dict[int, set[int]] = {i: set() for i in range(n)}
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
+            links[x].add(y)
+            links[y].add(x)
+        seen: dict[int, int] = {}
+        for start in range(n):  # the reference: each node's component by breadth-first search
+            if start in seen:
+                continue
+            seen[start], queue = start, [start]
+            while queue:
+                for y in links[queue.pop()]:
+                    if y not in seen:
+                        seen[y] = start
+                        queue.append(y)
+        same = {(seen[i], int(label[i])) for i in range(n)}
+        assert len(same) == len({seen[i] for i in range(n)}) == len(set(label.tolist()))  # a bijection
+    chain = components(6, np.array([4, 3, 2, 1, 0]), np.array([5, 4, 3, 2, 1]))  # the longest path to jump
+    assert chain.tolist() == [0] * 6

@@ -1,17 +1,23 @@
 """Duplicate finding inside one collection: exact copies by content hash, near-duplicates by similarity.
 
 The collection is read once (:func:`read_rows`); near-duplicates come from each image's top-k neighbours found in this
-process (:mod:`.graph`), joined with union-find, so memory is O(N·k) besides the vectors — never an N×N matrix.
+process (:mod:`.graph`), joined with union-find, so memory is O(N·k) besides the vectors — never an N×N matrix. The
+whole collection's neighbours are kept with the index until a row is written (:mod:`.kept`): the next run reads them.
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 
-from poolvec.indexer.dups.graph import Progress, Rows, gather, nearest, normalised, pairs, same_hash
+from poolvec.indexer.dups import kept
+from poolvec.indexer.dups.graph import Progress, Rows, components, gather, nearest, normalised, pairs, same_hash
+from poolvec.indexer.dups.kept import Graph
 from poolvec.indexer.milvus.store import MilvusStore
 
 #: Default thresholds, from precision/recall of duplicate pairs on the two copy-detection sets
@@ -73,21 +79,17 @@ class DuplicateGroup:
     pairs: list[Pair] = field(default_factory=list, repr=False)
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-
-    def find(self, a: int) -> int:
-        self.parent.setdefault(a, a)
-        while self.parent[a] != a:
-            self.parent[a] = self.parent[self.parent[a]]
-            a = self.parent[a]
-        return a
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+@contextmanager
+def _many_objects() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while many small objects that form no cycles are made (pairs,
+    groups): at 100 000 rows its passes were a third of ``dups`` from a kept graph (0.35 of 0.95 s)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def read_rows(store: MilvusStore, filter: str = "", page: int = PAGE, progress: Progress | None = None) -> Rows:
@@ -97,8 +99,26 @@ def read_rows(store: MilvusStore, filter: str = "", page: int = PAGE, progress: 
     return gather(pages, None if filter else total, progress)
 
 
-def exact_duplicates(rows: Rows) -> list[DuplicateGroup]:
+def searched(
+    store: MilvusStore, rows: Rows, k: int = 10, token: str | None = None, progress: Progress | None = None
+) -> Graph:
+    """The ``k`` nearest others of every row of ``rows``; with the writes ``token`` they were read at (the whole
+    collection), searched at least :data:`~.kept.KEEP_K` deep and kept with the index for the next run."""
+    width = k if token is None else max(k, kept.KEEP_K)
+    scores, found = nearest(rows.vectors, width, progress=progress)
+    graph = Graph(rows.ids, rows.paths, rows.sha256, scores, found)
+    if token is not None:
+        kept.keep(store, graph, width, token)
+    return graph.first(k)
+
+
+def exact_duplicates(rows: Rows | Graph) -> list[DuplicateGroup]:
     """Groups of files with identical content (same sha256), largest first; O(N)."""
+    with _many_objects():
+        return _exact(rows)
+
+
+def _exact(rows: Rows | Graph) -> list[DuplicateGroup]:
     groups = [
         DuplicateGroup("exact", [rows.paths[i] for i in members], 1.0, [int(rows.ids[i]) for i in members])
         for members in (sorted(m, key=lambda i: rows.paths[i]) for m in same_hash(rows))
@@ -113,42 +133,41 @@ Judge = Callable[[list[Edge], dict[int, str]], list[Pair]]
 
 
 def candidate_edges(
-    rows: Rows,
-    k: int = 10,
-    normalize: float | None = None,
-    floor: float = -np.inf,
-    progress: Progress | None = None,
+    graph: Graph, normalize: float | None = None, floor: float = -np.inf
 ) -> tuple[list[Edge], dict[int, str]]:
-    """Every image's ``k`` nearest other images (:func:`~.graph.nearest`), scored (normalised with β = ``normalize``:
-    :func:`~.graph.normalised`), each pair once with its best score, those scoring at least ``floor``; and the
-    paths of the images they join, by id. O(N·k) memory."""
-    scores, found = nearest(rows.vectors, k, progress=progress)
+    """The neighbour pairs of ``graph`` scored (normalised with β = ``normalize``: :func:`~.graph.normalised`), each
+    pair once with its best score, those scoring at least ``floor``; and the paths of the images they join, by id.
+    O(N·k) memory."""
+    scores, found = graph.scores, graph.found
     if normalize is not None:
         scores = normalised(scores, found, normalize, SKIP)
     a, b, s = pairs(scores, found, floor)
-    ids = rows.ids
+    ids = graph.ids
     edges = [(int(ids[x]), int(ids[y]), float(v)) for x, y, v in zip(a.tolist(), b.tolist(), s.tolist(), strict=True)]
-    paths = {int(ids[i]): rows.paths[i] for i in np.unique(np.concatenate([a, b])).tolist()}
+    paths = {int(ids[i]): graph.paths[i] for i in np.unique(np.concatenate([a, b])).tolist()}
     return edges, paths
 
 
 def by_threshold(threshold: float) -> Judge:
     """The judge of unverified duplicates: a pair is joined when its score is at least ``threshold``."""
-    return lambda edges, _paths: [Pair(a, b, s) for a, b, s in edges if s >= threshold]
+
+    def judge(edges: list[Edge], _paths: dict[int, str]) -> list[Pair]:
+        with _many_objects():
+            return [Pair(a, b, s) for a, b, s in edges if s >= threshold]
+
+    return judge
 
 
 def near_duplicates(
-    rows: Rows,
-    threshold: float = 0.9,
-    k: int = 10,
-    normalize: float | None = None,
-    judge: Judge | None = None,
-    progress: Progress | None = None,
+    graph: Graph, threshold: float = 0.9, normalize: float | None = None, judge: Judge | None = None
 ) -> list[DuplicateGroup]:
-    """Groups of images joined by pairs that ``judge`` accepts (default: score ≥ ``threshold``; every judge looks at
-    pairs from ``threshold`` only), exact copies included, largest first."""
-    edges, paths = candidate_edges(rows, k, normalize, threshold, progress)
-    return group(paths, (judge or by_threshold(threshold))(edges, paths))
+    """Groups of images joined by pairs of ``graph`` that ``judge`` accepts (default: score ≥ ``threshold``; every
+    judge looks at pairs from ``threshold`` only), exact copies included, largest first."""
+    with _many_objects():
+        edges, paths = candidate_edges(graph, normalize, threshold)
+    joined = (judge or by_threshold(threshold))(edges, paths)  # verification may take minutes: collected as usual
+    with _many_objects():
+        return group(paths, joined)
 
 
 def whole(pair: Pair) -> bool:
@@ -178,28 +197,29 @@ def strongest(pairs: list[Pair]) -> list[Pair]:
 
 
 def group(paths: dict[int, str], pairs: list[Pair]) -> list[DuplicateGroup]:
-    """The connected groups of ``pairs`` (union-find), each with the pairs that joined it."""
-    uf = _UnionFind()
-    for p in pairs:
-        uf.union(p.a, p.b)
-    members: dict[int, list[int]] = {}
-    for node in list(uf.parent):
-        members.setdefault(uf.find(node), []).append(node)
-    joined: dict[int, list[Pair]] = {}
-    for p in pairs:
-        joined.setdefault(uf.find(p.a), []).append(p)
-    groups = [
-        DuplicateGroup(
-            "near",
-            [paths[i] for i in ids],
-            min((p.score for p in joined.get(root, [])), default=1.0),
-            ids,
-            sorted(joined.get(root, []), key=lambda p: (p.a, p.b)),
-        )
-        for root, ids in ((r, sorted(m, key=lambda i: paths[i])) for r, m in members.items())
-        if len(ids) > 1
-    ]
-    return sorted(groups, key=lambda g: (-len(g.paths), g.paths[0]))
+    """The connected groups of ``pairs`` (:func:`~.graph.components`), each with the pairs that joined it, largest
+    first; members and pairs sorted."""
+    if not pairs:
+        return []
+    ends = np.fromiter((x for p in pairs for x in (p.a, p.b)), dtype=np.int64, count=2 * len(pairs))
+    nodes, at = np.unique(ends, return_inverse=True)
+    label = components(len(nodes), at[0::2], at[1::2])
+    by_node = np.argsort(label, kind="stable")
+    node_starts = np.flatnonzero(np.diff(label[by_node], prepend=-1))
+    pair_label = label[at[0::2]]
+    by_pair = np.argsort(pair_label, kind="stable")
+    pair_starts = np.searchsorted(pair_label[by_pair], label[by_node][node_starts])
+    ids_of = nodes[by_node].tolist()
+    node_ends = [*node_starts[1:].tolist(), len(nodes)]
+    pair_ends = [*pair_starts[1:].tolist(), len(pairs)]
+    order = by_pair.tolist()
+    groups = []
+    for s, e, ps, pe in zip(node_starts.tolist(), node_ends, pair_starts.tolist(), pair_ends, strict=True):
+        ids = sorted(ids_of[s:e], key=paths.__getitem__)
+        joined = sorted((pairs[j] for j in order[ps:pe]), key=attrgetter("a", "b"))
+        groups.append(DuplicateGroup("near", [paths[i] for i in ids], min(p.score for p in joined), ids, joined))
+    groups.sort(key=lambda g: (-len(g.paths), g.paths[0]))
+    return groups
 
 
 def find_duplicates(
@@ -212,11 +232,20 @@ def find_duplicates(
     progress: Progress | None = None,
 ) -> Iterator[DuplicateGroup]:
     """Exact-duplicate groups first (as soon as the collection, or ``filter``, has been read once), then the
-    near-duplicate groups that are not just one exact group."""
-    rows = read_rows(store, filter, progress=progress)
-    exact = exact_duplicates(rows)
-    yield from exact
+    near-duplicate groups that are not just one exact group. The whole collection's neighbour graph is read from the
+    index when no row was written since a run kept it (:mod:`.kept`), else searched (:func:`searched`) and kept."""
+    graph = None if filter else kept.load(store, k)
+    if graph is None:
+        token = None if filter else store.writes_token()
+        rows = read_rows(store, filter, progress=progress)
+        exact = exact_duplicates(rows)
+        yield from exact
+        graph = searched(store, rows, k, token, progress)
+        del rows
+    else:
+        exact = exact_duplicates(graph)
+        yield from exact
     exact_sets = {frozenset(g.paths) for g in exact}
-    for g in near_duplicates(rows, threshold, k, normalize, judge, progress):
+    for g in near_duplicates(graph, threshold, normalize, judge):
         if frozenset(g.paths) not in exact_sets:
             yield g

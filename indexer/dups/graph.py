@@ -71,11 +71,18 @@ def gather(pages: Iterator[list[dict]], total: int | None = None, progress: Prog
 
 
 def same_hash(rows: Rows) -> list[list[int]]:
-    """Positions of rows sharing one sha256 (groups of two or more), in O(N)."""
-    by_hash: dict[str, list[int]] = {}
-    for i, sha in enumerate(rows.sha256):
-        by_hash.setdefault(sha, []).append(i)
-    return [members for members in by_hash.values() if len(members) > 1]
+    """Positions of rows sharing one sha256 (groups of two or more), each in ascending order: one sort of the hashes
+    (numpy's, ~0.05 s at 100 000 rows against 0.3 s for a dict of lists)."""
+    keys = np.asarray(rows.sha256)
+    if len(keys) < 2:
+        return []
+    order = np.argsort(keys, kind="stable")
+    ranked = keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], ranked[1:] != ranked[:-1]]))
+    sizes = np.diff(np.append(starts, len(keys)))
+    return [
+        order[s : s + n].tolist() for s, n in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True)
+    ]
 
 
 def nearest(
@@ -118,6 +125,22 @@ def nearest(
     return scores, found
 
 
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The connected components of ``n`` nodes joined by edges ``a[i]``–``b[i]``: each node's label, one per
+    component (Shiloach and Vishkin 1982: roots hooked to the smaller root across each edge, then pointer jumping),
+    a few numpy passes instead of a union-find in Python (0.3 s for 36 000 pairs at 100 000 rows)."""
+    label = np.arange(n)
+    while True:
+        la, lb = label[a], label[b]
+        if np.array_equal(la, lb):
+            return label
+        low = np.minimum(la, lb)
+        np.minimum.at(label, la, low)
+        np.minimum.at(label, lb, low)
+        while not np.array_equal(jumped := label[label], label):
+            label = jumped
+
+
 def cells(n: int) -> int:
     """IVF cells for ``n`` rows: about 4·√n (faiss's guideline), a power of two."""
     return 2 ** round(math.log2(max(64, 4 * math.sqrt(n))))
@@ -151,4 +174,16 @@ def pairs(scores: np.ndarray, found: np.ndarray, floor: float) -> tuple[np.ndarr
     return a[pick], b[pick], s[pick]
 
 
-__all__ = ["CHUNK", "EXACT_UPTO", "NPROBE", "Rows", "cells", "gather", "nearest", "normalised", "pairs", "same_hash"]
+__all__ = [
+    "CHUNK",
+    "EXACT_UPTO",
+    "NPROBE",
+    "Rows",
+    "cells",
+    "components",
+    "gather",
+    "nearest",
+    "normalised",
+    "pairs",
+    "same_hash",
+]

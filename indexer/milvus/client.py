@@ -65,6 +65,16 @@ class Client:
             with suppress(MilvusException):
                 self._client.close()
 
+    def properties(self) -> dict[str, str]:
+        """The collection's properties (where poolvec keeps its settings)."""
+        desc = self._call(self.client.describe_collection, self.collection)
+        props = desc.get("properties") or {}
+        return {str(k): str(v) for k, v in props.items()}
+
+    def set_property(self, key: str, value: str) -> None:
+        """Set one collection property."""
+        self._call(self.client.alter_collection_properties, self.collection, {key: value})
+
     def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)

@@ -1,5 +1,5 @@
-"""Side collections of an index: large config values (blobs), vectors staged by a rewrite before it writes them, and
-the user's review decisions about duplicates.
+"""Side collections of an index: large config values (blobs), vectors staged by a rewrite before it writes them, the
+user's review decisions about duplicates, and the neighbour graph ``dups`` keeps between runs.
 
 Collection properties live in the server's etcd, which refuses requests over ~1 MB (measured: 0.5 MB stored, 1.2 MB
 refused on Milvus 2.3.5): strings longer than :data:`BLOB_INLINE` go to ``<name>_poolvec_blobs``, content-addressed.
@@ -9,8 +9,10 @@ never applies it twice.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import secrets
 from typing import Any
 
 from pymilvus import DataType
@@ -27,9 +29,93 @@ BLOB_SUFFIX = "_poolvec_blobs"
 STAGE_SUFFIX = "_poolvec_stage"
 #: The side collection of review decisions ("not duplicates", "keep"), by file content.
 DECISIONS_SUFFIX = "_poolvec_decisions"
+#: The side collection of the neighbour graph kept by ``dups`` (:mod:`poolvec.indexer.dups.kept`).
+GRAPH_SUFFIX = "_poolvec_graph"
+#: A token replaced before and after every write of rows: a kept graph is valid while the token it was read at is.
+PROP_WRITES = "poolvec.writes"
+#: Where the kept graph's chunks are and the writes token it was read at (JSON).
+PROP_GRAPH = "poolvec.graph"
+#: Chunk rows read per query (64 × 65 000 characters: ~4 MB a reply).
+CHUNKS_PER_READ = 64
 
 
-class Blobs(Client):
+class Chunks(Client):
+    """Long strings as rows of at most :data:`BLOB_CHUNK` characters in a side collection, addressed by sha256."""
+
+    def _ensure_chunks(self, name: str) -> None:
+        if self._call(self.client.has_collection, name):
+            return
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("digest", DataType.VARCHAR, max_length=64)
+        schema.add_field("seq", DataType.INT64)
+        schema.add_field("data", DataType.VARCHAR, max_length=BLOB_CHUNK)
+        schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field in every collection
+        params = self.client.prepare_index_params()
+        params.add_index(field_name="v", index_type="FLAT", metric_type="IP")
+        with quiet("grpc._server"):
+            self._call(
+                self.client.create_collection, name, schema=schema, index_params=params, consistency_level="Strong"
+            )
+
+    def _put_chunks(self, name: str, text: str, seq_bits: int = 12) -> str:
+        """Store ``text`` in ``name`` (made if missing) and return its sha256; writing it twice stores it once. A row's
+        id is the digest's first hex digits and its part number (below ``2**seq_bits``)."""
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        prefix = int(digest[: (63 - seq_bits) // 4], 16) << seq_bits
+        if len(text) > BLOB_CHUNK << seq_bits:
+            raise BackendError(f"cannot store {len(text)} characters in {name!r}: at most {BLOB_CHUNK << seq_bits}")
+        self._ensure_chunks(name)
+        starts = range(0, len(text), BLOB_CHUNK)
+        for first in range(0, len(starts), 16):
+            rows = [
+                {
+                    "id": prefix + seq,
+                    "digest": digest,
+                    "seq": seq,
+                    "data": text[start : start + BLOB_CHUNK],
+                    "v": [0.0, 0.0],
+                }
+                for seq, start in enumerate(starts[first : first + 16], first)
+            ]
+            self._call(self.client.upsert, name, rows)
+        return digest
+
+    def _get_chunks(self, name: str, digest: str, length: int) -> str | None:
+        """The text stored under ``digest`` in ``name``, or None when a part is missing or altered."""
+        if not self._call(self.client.has_collection, name):
+            return None
+        self._call(self.client.load_collection, name)
+        parts: list[str] = []
+        count = -(-length // BLOB_CHUNK)
+        for first in range(0, count, CHUNKS_PER_READ):
+            rows = self._call(
+                self.client.query,
+                name,
+                filter=f'digest == "{digest}" and seq >= {first} and seq < {first + CHUNKS_PER_READ}',
+                output_fields=["seq", "data"],
+                consistency_level="Strong",
+            )
+            parts.extend(r["data"] for r in sorted(rows, key=lambda r: int(r["seq"])))
+        text = "".join(parts)
+        if len(text) != length or hashlib.sha256(text.encode()).hexdigest() != digest:
+            return None
+        return text
+
+    def _drop_chunks(self, name: str, keep: set[str]) -> None:
+        """Delete the chunk rows of ``name`` whose digest is not in ``keep``."""
+        if not self._call(self.client.has_collection, name):
+            return
+        self._call(self.client.load_collection, name)  # released after a restart
+        rows = self._call(
+            self.client.query, name, filter="seq >= 0", output_fields=["digest"], consistency_level="Strong"
+        )
+        gone = [int(r["id"]) for r in rows if r["digest"] not in keep]
+        for start in range(0, len(gone), 1000):
+            self._call(self.client.delete, name, ids=gone[start : start + 1000])
+
+
+class Blobs(Chunks):
     """Long strings of the stored config, in ``<collection>_poolvec_blobs``."""
 
     @property
@@ -86,71 +172,21 @@ class Blobs(Client):
         walk(json.loads(text))
         return found
 
-    def _ensure_blobs(self) -> None:
-        name = self.blob_collection
-        if self._call(self.client.has_collection, name):
-            return
-        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("digest", DataType.VARCHAR, max_length=64)
-        schema.add_field("seq", DataType.INT64)
-        schema.add_field("data", DataType.VARCHAR, max_length=BLOB_CHUNK)
-        schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field in every collection
-        params = self.client.prepare_index_params()
-        params.add_index(field_name="v", index_type="FLAT", metric_type="IP")
-        with quiet("grpc._server"):
-            self._call(
-                self.client.create_collection, name, schema=schema, index_params=params, consistency_level="Strong"
-            )
-
     def _put_blob(self, text: str) -> str:
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        self._ensure_blobs()
-        rows = [
-            {
-                "id": int(digest[:12], 16) * 4096 + seq,
-                "digest": digest,
-                "seq": seq,
-                "data": text[start : start + BLOB_CHUNK],
-                "v": [0.0, 0.0],
-            }
-            for seq, start in enumerate(range(0, len(text), BLOB_CHUNK))
-        ]
-        for start in range(0, len(rows), 16):
-            self._call(self.client.upsert, self.blob_collection, rows[start : start + 16])
-        return digest
+        return self._put_chunks(self.blob_collection, text)
 
     def _get_blob(self, digest: str, length: int) -> str:
         where = f"the stored config of {self.collection!r} at {self.uri}"
         if not self._call(self.client.has_collection, self.blob_collection):
             raise BackendError(f"{where} refers to {self.blob_collection!r}, which is missing: the index is damaged")
-        self._call(self.client.load_collection, self.blob_collection)
-        rows = self._call(
-            self.client.query,
-            self.blob_collection,
-            filter=f'digest == "{digest}"',
-            output_fields=["seq", "data"],
-            consistency_level="Strong",
-        )
-        text = "".join(r["data"] for r in sorted(rows, key=lambda r: int(r["seq"])))
-        if len(text) != length or hashlib.sha256(text.encode()).hexdigest() != digest:
+        text = self._get_chunks(self.blob_collection, digest, length)
+        if text is None:
             raise BackendError(f"{where} is damaged: part {digest[:12]}… is missing or altered")
         return text
 
     def drop_blobs(self, keep: set[str]) -> None:
         """Delete the blob rows whose digest is not in ``keep`` (after the config that used them was replaced)."""
-        if not self._call(self.client.has_collection, self.blob_collection):
-            return
-        rows = self._call(
-            self.client.query,
-            self.blob_collection,
-            filter="seq >= 0",
-            output_fields=["digest"],
-            consistency_level="Strong",
-        )
-        gone = [int(r["id"]) for r in rows if r["digest"] not in keep]
-        if gone:
-            self._call(self.client.delete, self.blob_collection, ids=gone)
+        self._drop_chunks(self.blob_collection, keep)
 
 
 class Stage(Client):
@@ -298,3 +334,50 @@ def decision_id(kind: str, a: str, b: str) -> int:
     """A stable 63-bit id of one decision."""
     digest = hashlib.sha256(f"{kind}\0{a}\0{b}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
+
+
+class KeptGraph(Chunks):
+    """The neighbour graph ``dups`` keeps between runs, in ``<collection>_poolvec_graph``, valid while no row has been
+    written since it was read: every write of rows replaces the collection's writes token before and after itself
+    (:meth:`touch`), and the graph records the token it was read at."""
+
+    @property
+    def graph_collection(self) -> str:
+        """Where this collection's kept neighbour graph lives (dropped with it)."""
+        return self.collection + GRAPH_SUFFIX
+
+    def writes_token(self) -> str:
+        """The current writes token ("" before the first write that set one)."""
+        return self.properties().get(PROP_WRITES, "")
+
+    def touch(self) -> None:
+        """Mark the rows as changed: any kept graph, and any graph being read now, is stale."""
+        self.set_property(PROP_WRITES, secrets.token_hex(8))
+
+    def keep_graph(self, payload: bytes, meta: dict[str, Any], token: str) -> bool:
+        """Keep ``payload`` (with ``meta``) as the graph of the rows as they were at writes token ``token``; a graph
+        read while rows were written is not kept (returns False). Chunks first, then the property that points to
+        them, then the old chunks go: a kill at any moment leaves the old graph, the new one, or none."""
+        text = base64.b64encode(payload).decode("ascii")
+        digest = self._put_chunks(self.graph_collection, text, seq_bits=20)
+        with quiet("grpc._server"):
+            self._call(self.client.flush, self.graph_collection)
+        kept = self.writes_token() == token
+        if kept:
+            self.set_property(PROP_GRAPH, json.dumps({**meta, "digest": digest, "length": len(text), "writes": token}))
+        self._drop_chunks(self.graph_collection, {digest} if kept else self._graph_digests())
+        return kept
+
+    def kept_graph(self) -> tuple[dict[str, Any], bytes] | None:
+        """The kept graph's ``(meta, payload)``, or None when there is none, rows were written since it was read, or
+        its chunks are missing or altered."""
+        props = self.properties()
+        meta = json.loads(props.get(PROP_GRAPH) or "null")
+        if not isinstance(meta, dict) or meta.get("writes") != props.get(PROP_WRITES, ""):
+            return None
+        text = self._get_chunks(self.graph_collection, str(meta["digest"]), int(meta["length"]))
+        return None if text is None else (meta, base64.b64decode(text))
+
+    def _graph_digests(self) -> set[str]:
+        meta = json.loads(self.properties().get(PROP_GRAPH) or "null")
+        return {str(meta["digest"])} if isinstance(meta, dict) and "digest" in meta else set()

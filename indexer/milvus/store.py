@@ -19,7 +19,7 @@ from poolvec.indexer.errors import BackendError, IndexerError
 from poolvec.indexer.milvus import names
 from poolvec.indexer.milvus.client import quiet
 from poolvec.indexer.milvus.schema import FIELDS, META_FIELDS
-from poolvec.indexer.milvus.side import Blobs, DecisionRows, Stage
+from poolvec.indexer.milvus.side import Blobs, DecisionRows, KeptGraph, Stage
 from poolvec.indexer.milvus.vector_index import VectorIndex
 
 PROP_CONFIG = "poolvec.config"
@@ -32,7 +32,7 @@ SEARCH_CONSISTENCY = {"consistency_level": "Session"}
 DATA_TYPES = {"int64": DataType.INT64, "varchar": DataType.VARCHAR, "json": DataType.JSON}
 
 
-class MilvusStore(Blobs, Stage, DecisionRows):
+class MilvusStore(Blobs, Stage, DecisionRows, KeptGraph):
     """One collection in Milvus Lite or a Milvus server, holding image vectors and their file metadata."""
 
     # -- collection ------------------------------------------------------------------------------------------
@@ -76,16 +76,6 @@ class MilvusStore(Blobs, Stage, DecisionRows):
                 self.drop()
             raise
 
-    def properties(self) -> dict[str, str]:
-        """The collection's properties (where the embedding config lives)."""
-        desc = self._call(self.client.describe_collection, self.collection)
-        props = desc.get("properties") or {}
-        return {str(k): str(v) for k, v in props.items()}
-
-    def set_property(self, key: str, value: str) -> None:
-        """Set one collection property (poolvec keeps its settings there)."""
-        self._call(self.client.alter_collection_properties, self.collection, {key: value})
-
     def read_config(self) -> tuple[Recipe, str, VectorIndex]:
         """The stored recipe, its fingerprint as stored, and the vector index spec."""
         props = self.properties()
@@ -109,10 +99,10 @@ class MilvusStore(Blobs, Stage, DecisionRows):
             self._call(self.client.flush, self.collection)
 
     def drop(self) -> None:
-        """Drop the collection and everything in it (its blobs, staged vectors and review decisions too)."""
+        """Drop the collection and everything in it (its blobs, staged vectors, review decisions and graph too)."""
         if self.exists():
             self._call(self.client.drop_collection, self.collection)
-        for side in (self.blob_collection, self.stage_collection, self.decisions_collection):
+        for side in (self.blob_collection, self.stage_collection, self.decisions_collection, self.graph_collection):
             if self._call(self.client.has_collection, side):
                 self._call(self.client.drop_collection, side)
 
@@ -131,9 +121,12 @@ class MilvusStore(Blobs, Stage, DecisionRows):
 
     # -- rows --------------------------------------------------------------------------------------------------
     def upsert(self, rows: list[dict[str, Any]]) -> None:
-        """Insert or overwrite rows by primary key (file names as Python holds them; stored in :mod:`.names`' form)."""
+        """Insert or overwrite rows by primary key (file names as Python holds them; stored in :mod:`.names`' form).
+        The writes token changes before and after (:meth:`~.side.KeptGraph.touch`): a kept graph goes stale."""
         if rows:
+            self.touch()
             self._call(self.client.upsert, self.collection, [_to_stored(r) for r in rows])
+            self.touch()
 
     def get(self, ids: list[int], fields: tuple[str, ...] = META_FIELDS) -> dict[int, dict[str, Any]]:
         """Rows by primary key (missing ids are absent from the result)."""
@@ -143,9 +136,11 @@ class MilvusStore(Blobs, Stage, DecisionRows):
         return {int(r["id"]): _from_stored(r) for r in rows}
 
     def delete(self, ids: list[int]) -> None:
-        """Delete rows by primary key."""
+        """Delete rows by primary key (the writes token changes before and after, as :meth:`upsert`)."""
         if ids:
+            self.touch()
             self._call(self.client.delete, self.collection, ids=ids)
+            self.touch()
 
     def query(self, filter: str, fields: tuple[str, ...] = META_FIELDS, limit: int | None = None) -> list[dict]:
         """Rows matching a boolean expression (``limit`` caps the result)."""

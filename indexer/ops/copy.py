@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from poolvec.indexer.errors import IndexerError
 from poolvec.indexer.milvus.schema import STORED_FIELDS
+from poolvec.indexer.milvus.side import PROP_GRAPH, PROP_WRITES
 from poolvec.indexer.milvus.store import PROP_CONFIG, PROP_FINGERPRINT, PROP_INDEX, MilvusStore
 from poolvec.indexer.ops import pending
 from poolvec.indexer.ops.sync import IndexReport, Writer
@@ -60,8 +61,9 @@ def copy_index(source: MilvusStore, target: MilvusStore, progress: Progress | No
     pending.save(target, marker)
     props = source.properties()
     target.set_property(PROP_FINGERPRINT, props.get(PROP_FINGERPRINT) or fingerprint)
-    for key, value in props.items():
-        if key.startswith("poolvec.") and key not in (PROP_CONFIG, PROP_FINGERPRINT, PROP_INDEX, pending.PROP_PENDING):
+    own = (PROP_CONFIG, PROP_FINGERPRINT, PROP_INDEX, pending.PROP_PENDING, PROP_GRAPH, PROP_WRITES)
+    for key, value in props.items():  # the kept neighbour graph stays behind: the target's first dups makes its own
+        if key.startswith("poolvec.") and key not in own:
             target.set_property(key, value)
     report = CopyReport()
     total = source.count()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import socket
 from collections.abc import Callable
@@ -77,6 +78,9 @@ def serve(
     sock = bind(host, port)
     url = page_url(host, sock.getsockname()[1], settings.token)
     say(f"poolvec: serving {index.uri} ({len(index)} images) at {url}")
+    # what is loaded now (model, libraries) lives as long as the server: the garbage collector's full passes skip it
+    # (the page's first dups at 100 000 images: 0.8–1.1 s → see docs/BENCHMARKS.md, "The kept neighbour graph")
+    gc.freeze()
     try:
         uvicorn.Server(uvicorn_config(create_app(index, settings), settings)).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled, after shutting down cleanly

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
+from poolvec.indexer.dups.find import DuplicateGroup
 from poolvec.indexer.index import ImageIndex
 from poolvec.indexer.milvus.schema import META_FIELDS
 from poolvec.indexer.results import group_json, row_json
@@ -40,9 +41,13 @@ def router(ctx: Context) -> APIRouter:
         """Duplicate groups, exact copies (same bytes) first: `poolvec dups --json` with each member's metadata.
         The groups are found once per parameters and kept; `offset`/`limit` page them."""
         within = folder(under)
-        payload = await ctx.worker.call(lambda idx: duplicates(idx, ctx, threshold, normalize, k, within, verify))
         end = None if limit is None else offset + limit
-        return JSONResponse({**payload, "total": len(payload["groups"]), "groups": payload["groups"][offset:end]})
+
+        def answer(idx: ImageIndex) -> dict[str, Any]:
+            found = duplicates(idx, ctx, threshold, normalize, k, within, verify)
+            return {**found, "total": len(found["groups"]), "groups": with_members(idx, found["groups"][offset:end])}
+
+        return JSONResponse(await ctx.worker.call(answer))
 
     return api
 
@@ -56,14 +61,30 @@ def duplicates(
     under: str | None,
     verify: bool = True,
 ) -> dict[str, Any]:
-    """The dups payload; kept per parameters and collection size (the index does not change under the server,
-    but a shared Milvus server can be written by others: a new count recomputes)."""
+    """The groups and the parameters that found them; kept per parameters and collection size (the index does not
+    change under the server, but a shared Milvus server can be written by others: a new count recomputes)."""
     default = index.default_threshold(normalize, verify)
     used = default if threshold is None else threshold
     key = (used, normalize, k, under, verify, len(index))
     if key in ctx.dups:
         return ctx.dups[key]
-    groups = index.find_duplicates(used, k=k, under=under, normalize=normalize, verify=verify)
+    found = {
+        "threshold": used,
+        "default_threshold": default,
+        "normalized": normalize,
+        "verified": verify,
+        "k": k,
+        "groups": index.find_duplicates(used, k=k, under=under, normalize=normalize, verify=verify),
+    }
+    if len(ctx.dups) >= KEPT:
+        ctx.dups.clear()
+    ctx.dups[key] = found
+    return found
+
+
+def with_members(index: ImageIndex, groups: list[DuplicateGroup]) -> list[dict[str, Any]]:
+    """``groups`` as JSON, each member with its stored metadata, read for these groups only (a page of 50 groups
+    is one read, whatever the collection holds); a member deleted since is left out."""
     ids = sorted({i for g in groups for i in g.ids})
     rows: dict[int, dict[str, Any]] = {}
     for start in range(0, len(ids), 1000):
@@ -72,18 +93,7 @@ def duplicates(
     def members(ids: list[int]) -> list[dict[str, Any]]:
         return [row_json(i, rows[i]) for i in sorted((i for i in ids if i in rows), key=lambda i: rows[i]["path"])]
 
-    payload = {
-        "threshold": used,
-        "default_threshold": default,
-        "normalized": normalize,
-        "verified": verify,
-        "k": k,
-        "groups": [{**group_json(g), "members": members(g.ids)} for g in groups],
-    }
-    if len(ctx.dups) >= KEPT:
-        ctx.dups.clear()
-    ctx.dups[key] = payload
-    return payload
+    return [{**group_json(g), "members": members(g.ids)} for g in groups]
 
 
-__all__ = ["duplicates", "router"]
+__all__ = ["duplicates", "router", "with_members"]
