@@ -14,6 +14,10 @@ phase of each process.
 
     .venv/bin/python scripts/bench_scale.py --rows 100000 --shape-from /tmp/bench-tune/verify-10000.db --json s.json
     .venv/bin/python scripts/bench_scale.py --rows 100000 --planted 0.3 --skip-search --page --json g.json
+    .venv/bin/python scripts/bench_scale.py --rows 1000000 --start-server --json server.json
+
+``--start-server`` runs the same on the PyPI ``milvus`` package's standalone server (HNSW, the default), inside a
+private network namespace; the build then waits until the server has indexed every row (``index_build_s``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from bench_index import _wait_indexed, reexec_in_netns, start_server
 
 from poolvec.extractor import Extractor
 from poolvec.extractor.recipe import Runtime
@@ -126,6 +131,7 @@ def path_of(i: int) -> str:
 
 
 def build(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None:
+    """Create the collection and upsert every row, 64 at a time (as indexing does); on a server, wait for its index."""
     recipe = Extractor(runtime=Runtime(device="cpu")).recipe
     if recipe.dim != args.dim:
         raise SystemExit(f"the default recipe makes {recipe.dim}-d vectors; pass --dim {recipe.dim}")
@@ -146,6 +152,10 @@ def build(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None:
         print(f"inserted {start + n} rows, {time.perf_counter() - t:.0f} s, peak {hwm_mb():.0f} MB", flush=True)
     store.flush()
     out["insert_rows_s"] = round(args.rows / (time.perf_counter() - t))
+    if not store.is_lite:
+        t = time.perf_counter()
+        _wait_indexed(store, args.rows, limit_s=4 * 3600)
+        out["index_build_s"] = round(time.perf_counter() - t)
     out["build_peak_rss_mb"] = round(hwm_mb())
     store.close()
 
@@ -284,12 +294,15 @@ def main() -> None:
     parser.add_argument("--skip-dups", action="store_true")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--page", action="store_true", help="also time the page's first request on poolvec serve")
+    parser.add_argument("--start-server", action="store_true", help="on a Milvus server started for the run")
     parser.add_argument("--measure-only", action="store_true", help="measure an index this script built before")
     parser.add_argument("--measure-kept", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--shape-file", type=Path, help=argparse.SUPPRESS)  # the parent's shape, for its child
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.start_server:
+        reexec_in_netns()  # the server binds every interface: the run goes on in a namespace with loopback only
     out: dict = {
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -305,6 +318,11 @@ def main() -> None:
         os._exit(0)  # do not wait for Milvus Lite's background work at exit
     tmp = None if args.uri else tempfile.mkdtemp(prefix="bench-scale-")
     uri = args.uri or str(Path(tmp) / "scale.db")
+    server = None
+    if args.start_server:
+        server = start_server(str(Path(tmp or tempfile.mkdtemp(prefix="bench-scale-")) / "milvus"))
+        uri = f"http://127.0.0.1:{server.listen_port}"
+        out["backend"] = "Milvus server (standalone, PyPI milvus)"
     try:
         cmd = [sys.executable, __file__, "--uri", uri, "--rows", str(args.rows)]
         cmd += ["--dim", str(args.dim), "--queries", str(args.queries), "--seed", str(args.seed)]
@@ -322,10 +340,13 @@ def main() -> None:
             lines = child.stdout.strip().splitlines()
             print("\n".join(lines[:-1]), flush=True)
             out.update({k: v for k, v in json.loads(lines[-1]).items() if k not in out})
+            print(json.dumps(out), flush=True)  # what is measured so far, should a later step not end
         out["peak_rss_mb"] = max(out["build_peak_rss_mb"], out["measure_peak_rss_mb"])
         if args.page:
             page(uri, out)
     finally:
+        if server is not None:
+            server.stop()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out, indent=1), flush=True)
