@@ -1,8 +1,9 @@
 """Duplicate finding inside one collection: exact copies by content hash, near-duplicates by similarity.
 
 The collection is read once (:func:`read_rows`); near-duplicates come from each image's top-k neighbours found in this
-process (:mod:`.graph`), joined with union-find, so memory is O(N·k) besides the vectors — never an N×N matrix. The
-whole collection's neighbours are kept with the index until a row is written (:mod:`.kept`): the next run reads them.
+process (:mod:`.graph`), joined as connected components, so memory is O(N·k) besides the vectors — never an N×N
+matrix. The whole collection's neighbours are kept with the index until a row is written (:mod:`.kept`): the next run
+reads them.
 """
 
 from __future__ import annotations
@@ -115,14 +116,10 @@ def searched(
 def exact_duplicates(rows: Rows | Graph) -> list[DuplicateGroup]:
     """Groups of files with identical content (same sha256), largest first; O(N)."""
     with _many_objects():
-        return _exact(rows)
-
-
-def _exact(rows: Rows | Graph) -> list[DuplicateGroup]:
-    groups = [
-        DuplicateGroup("exact", [rows.paths[i] for i in members], 1.0, [int(rows.ids[i]) for i in members])
-        for members in (sorted(m, key=lambda i: rows.paths[i]) for m in same_hash(rows))
-    ]
+        groups = [
+            DuplicateGroup("exact", [rows.paths[i] for i in members], 1.0, [int(rows.ids[i]) for i in members])
+            for members in (sorted(m, key=lambda i: rows.paths[i]) for m in same_hash(rows))
+        ]
     return sorted(groups, key=lambda g: (-len(g.paths), g.paths[0]))
 
 

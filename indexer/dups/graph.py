@@ -128,7 +128,7 @@ def nearest(
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The connected components of ``n`` nodes joined by edges ``a[i]``–``b[i]``: each node's label, one per
     component (Shiloach and Vishkin 1982: roots hooked to the smaller root across each edge, then pointer jumping),
-    a few numpy passes instead of a union-find in Python (0.3 s for 36 000 pairs at 100 000 rows)."""
+    a few numpy passes instead of a union-find in Python."""
     label = np.arange(n)
     while True:
         la, lb = label[a], label[b]

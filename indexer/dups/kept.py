@@ -67,9 +67,8 @@ def decode(data: bytes) -> Graph | None:
         ids = z["ids"]
         n = len(ids)
         graph = Graph(ids, _split(z["paths"], n), _split(z["sha256"], n), z["scores"], z["found"].astype(np.int64))
-    if len(graph.paths) != n or len(graph.sha256) != n or graph.scores.shape != graph.found.shape:
-        return None
-    return graph if graph.scores.shape[0] == n else None
+    consistent = len(graph.paths) == len(graph.sha256) == graph.scores.shape[0] == n
+    return graph if consistent and graph.scores.shape == graph.found.shape else None
 
 
 def load(store: MilvusStore, k: int) -> Graph | None:
