@@ -20,6 +20,7 @@ from poolvec.extractor import Embedded, Extractor, ExtractorError, ImageInput, T
 from poolvec.extractor.files import IMAGE_EXTENSIONS, iter_image_files, require_existing
 from poolvec.extractor.recipe import Recipe, Runtime
 from poolvec.extractor.tuning import TuneProgress
+from poolvec.indexer.dups.current import keeps_graph_current
 from poolvec.indexer.dups.finding import FindingDuplicates
 from poolvec.indexer.errors import BackendError, ConfigMismatchError, IndexerError
 from poolvec.indexer.milvus import filters
@@ -195,6 +196,7 @@ class ImageIndex(FindingDuplicates, Verifying, Reviewing):
         return True
 
     # -- writing -------------------------------------------------------------------------------------------
+    @keeps_graph_current(build=True)
     def add_folder(
         self,
         root: str | os.PathLike[str],
@@ -241,6 +243,7 @@ class ImageIndex(FindingDuplicates, Verifying, Reviewing):
             report.removed = sync.prune(self.store, base)
         return report
 
+    @keeps_graph_current(build=True)
     def add(
         self,
         paths: Iterable[str | os.PathLike[str]],
@@ -345,6 +348,7 @@ class ImageIndex(FindingDuplicates, Verifying, Reviewing):
         self._pending = None
         return rows
 
+    @keeps_graph_current()
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Delete the rows of these files (whether or not the files still exist); returns how many were indexed."""
         if self._recipe is None:
@@ -355,6 +359,7 @@ class ImageIndex(FindingDuplicates, Verifying, Reviewing):
         self.store.delete(found)
         return len(found)
 
+    @keeps_graph_current()
     def reroot(self, old: str | os.PathLike[str], new: str | os.PathLike[str]) -> int:
         """Point every entry under folder ``old`` to the same relative path under ``new`` (photos moved)."""
         if self._recipe is None:

@@ -44,7 +44,8 @@ from bench_index import _wait_indexed, reexec_in_netns, start_server
 from poolvec.extractor import Extractor
 from poolvec.extractor.recipe import Runtime
 from poolvec.indexer import ImageIndex
-from poolvec.indexer.milvus.schema import make_row
+from poolvec.indexer.dups.current import kept_current
+from poolvec.indexer.milvus.schema import make_row, path_id
 from poolvec.indexer.milvus.store import MilvusStore
 from poolvec.indexer.milvus.vector_index import VectorIndex
 
@@ -221,23 +222,69 @@ def planted_pairs(shape: Shape, args: argparse.Namespace) -> list[tuple[int, int
     ]
 
 
-def dups(index: ImageIndex, planted: list[tuple[int, int]], out: dict, prefix: str) -> None:
-    """Time ``dups`` (first group, all), count the planted pairs grouped, and a digest of the groups."""
+def dups(index: ImageIndex, planted: list[tuple[int, int]], out: dict, prefix: str, under: str | None = None) -> None:
+    """Time ``dups`` (first group, all), count the planted pairs grouped, and a digest of the groups (``under``: a
+    folder, searched anew and never kept)."""
     t = time.perf_counter()
     first = None
     groups = []
-    for g in index.iter_duplicates(verify=False, decided=False):  # decided: the synthetic files do not exist
+    for g in index.iter_duplicates(verify=False, decided=False, under=under):  # the synthetic files do not exist
         first = first if first is not None else time.perf_counter() - t
         groups.append(g)
     out[f"{prefix}dups_s"] = round(time.perf_counter() - t, 1)
     out[f"{prefix}dups_first_group_s"] = round(first or 0.0, 2)
     where = {p: n for n, g in enumerate(groups) for p in g.paths}
-    hit = sum(1 for o, c in planted if path_of(o) in where and where.get(path_of(o)) == where.get(path_of(c)))
+    hit = sum(1 for o, c in planted if _name(o) in where and where.get(_name(o)) == where.get(_name(c)))
     out[f"{prefix}planted_found"] = hit
     out[f"{prefix}groups"] = len(groups)
     out[f"{prefix}grouped_files"] = len(where)
     out[f"{prefix}groups_digest"] = hashlib.sha256(json.dumps([g.paths for g in groups]).encode()).hexdigest()[:16]
     out[f"{prefix}rss_after_dups_mb"] = round(hwm_mb())
+
+
+def _name(row: int | str) -> str:
+    return path_of(row) if isinstance(row, int) else row
+
+
+def measure_repair(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None:
+    """Write ``--repair`` new rows (near copies of existing ones, cosine 0.9–0.99) and delete them again, each as a
+    writer that keeps the graph current (:func:`~poolvec.indexer.dups.current.kept_current`), in a fresh process:
+    the time the repair adds to the writes, ``dups`` from the repaired graph against a new search of every row, and
+    the groups after the delete against those before the writes."""
+    index = ImageIndex(uri, "images")
+    store = index.store
+    before: dict = {}
+    dups(index, [], before, "")
+    out["repair_before_dups_s"] = before["dups_s"]
+    rng = np.random.default_rng(args.seed + 2)
+    originals = [path_of(int(i)) for i in rng.choice(args.rows, size=args.repair, replace=False)]
+    vectors = store.get([path_id(p) for p in originals], fields=("vector",))
+    info = {"size": 1, "mtime_ns": 0, "width": 1, "height": 1}
+    rows, pairs = [], []
+    for n, original in enumerate(originals):
+        v = np.asarray(vectors[path_id(original)]["vector"], dtype=np.float64)
+        noise = rng.standard_normal(len(v))
+        noise -= noise @ v * v
+        cos = rng.uniform(0.9, 0.99)
+        copy = cos * v + np.sqrt(1 - cos**2) * noise / np.linalg.norm(noise)
+        name = f"/synthetic/new/{n:07d}.jpg"
+        rows.append(make_row(name, "/synthetic", copy.astype(np.float32), {**info, "sha256": f"{n:064x}"}))
+        pairs.append((original, name))
+    for step, write in (("add", rows), ("delete", [r["id"] for r in rows])):
+        t = time.perf_counter()
+        with kept_current(store):
+            for b in range(0, len(write), INSERT_BATCH):
+                (store.upsert if step == "add" else store.delete)(write[b : b + INSERT_BATCH])
+            written = time.perf_counter()
+        out[f"repair_{step}_write_s"] = round(written - t, 2)
+        out[f"repair_{step}_s"] = round(time.perf_counter() - written, 2)
+        out[f"repair_{step}_kept"] = store.kept_meta() is not None
+        if step == "add":
+            dups(index, pairs, out, "repaired_")
+            dups(index, pairs, out, "searched_", under="/synthetic")
+    dups(index, [], out, "restored_")
+    out["restored_same_groups"] = out["restored_groups_digest"] == before["groups_digest"]
+    index.close()
 
 
 def measure_kept(args: argparse.Namespace, shape: Shape, uri: str, out: dict) -> None:
@@ -297,7 +344,9 @@ def main() -> None:
     parser.add_argument("--page", action="store_true", help="also time the page's first request on poolvec serve")
     parser.add_argument("--start-server", action="store_true", help="on a Milvus server started for the run")
     parser.add_argument("--measure-only", action="store_true", help="measure an index this script built before")
+    parser.add_argument("--repair", type=int, default=0, help="then write this many rows and delete them, repairing")
     parser.add_argument("--measure-kept", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--measure-repair", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--shape-file", type=Path, help=argparse.SUPPRESS)  # the parent's shape, for its child
     parser.add_argument("--json", type=Path)
@@ -312,8 +361,9 @@ def main() -> None:
         "shape_from": args.shape_from,
     }
     shape = Shape.load(args.shape_file, args.dim) if args.shape_file else Shape(args.dim, args.shape_from)
-    if args.measure_only or args.measure_kept or args.build_only:
+    if args.measure_only or args.measure_kept or args.measure_repair or args.build_only:
         step = measure_kept if args.measure_kept else build if args.build_only else measure
+        step = measure_repair if args.measure_repair else step
         step(args, shape, args.uri, out)
         print(json.dumps(out), flush=True)
         os._exit(0)  # do not wait for Milvus Lite's background work at exit
@@ -333,7 +383,9 @@ def main() -> None:
         saved = Path(tmp or tempfile.gettempdir()) / "bench-scale-shape.npz"
         shape.save(saved)
         cmd += ["--shape-file", str(saved)] + ["--skip-dups"] * args.skip_dups + ["--skip-search"] * args.skip_search
+        cmd += ["--repair", str(args.repair)]
         steps = [["--build-only"], ["--measure-only"]] + [["--measure-kept"]] * (not args.skip_dups)
+        steps += [["--measure-repair"]] * bool(args.repair)
         for step in steps:
             child = subprocess.run([*cmd, *step], capture_output=True, text=True)
             if child.returncode != 0:

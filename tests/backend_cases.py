@@ -25,6 +25,7 @@ SERVER_SUITE = (
     "tests/test_backends.py",
     "tests/test_sync.py",
     "tests/test_dups_kept.py",
+    "tests/test_dups_current.py",
     "tests/test_serve.py",
     "tests/test_ray.py",
     "tests/test_server_kill.py",

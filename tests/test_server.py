@@ -39,7 +39,7 @@ INNER_TIMEOUT_S = 1200
 #: runs; a third server cost more than it saved (the suite 1 030 s against 915 s with two runs less well balanced).
 PARTS = (
     ("tests/test_index.py", "tests/test_sync.py", "tests/test_serve.py", "tests/test_ray.py"),
-    ("tests/test_backends.py", "tests/test_server_kill.py", "tests/test_dups_kept.py"),
+    ("tests/test_backends.py", "tests/test_server_kill.py", "tests/test_dups_kept.py", "tests/test_dups_current.py"),
 )
 assert sorted(f for part in PARTS for f in part) == sorted(SERVER_SUITE)
 

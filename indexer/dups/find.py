@@ -104,9 +104,10 @@ def searched(
     store: MilvusStore, rows: Rows, k: int = 10, token: str | None = None, progress: Progress | None = None
 ) -> Graph:
     """The ``k`` nearest others of every row of ``rows``; with the writes ``token`` they were read at (the whole
-    collection), searched at least :data:`~.kept.KEEP_K` deep and kept with the index for the next run."""
+    collection), searched at least :data:`~.kept.KEEP_K` deep (and :data:`~.kept.SLACK` more) and kept with the index
+    for the next run."""
     width = k if token is None else max(k, kept.KEEP_K)
-    scores, found = nearest(rows.vectors, width, progress=progress)
+    scores, found = nearest(rows.vectors, width if token is None else width + kept.SLACK, progress=progress)
     graph = Graph(rows.ids, rows.paths, rows.sha256, scores, found)
     if token is not None:
         kept.keep(store, graph, width, token)

@@ -13,6 +13,9 @@ import base64
 import hashlib
 import json
 import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymilvus import DataType
@@ -336,10 +339,36 @@ def decision_id(kind: str, a: str, b: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+@dataclass
+class Written:
+    """What one store wrote while following its writes (:meth:`KeptGraph.following`): the writes token it started
+    from and the one it set last, the ids it upserted or deleted (None past ``limit``: too many to repair), and
+    whether it wrote ``alone`` (False once a token it did not set was found: another writer's rows are unknown)."""
+
+    start: str
+    limit: int
+    token: str = ""
+    ids: set[int] | None = field(default_factory=set)
+    alone: bool = True
+
+    def __post_init__(self) -> None:
+        self.token = self.token or self.start
+
+    def note(self, ids: Iterable[int]) -> None:
+        """Record ids about to be written."""
+        if self.ids is not None:
+            self.ids.update(ids)
+            if len(self.ids) > self.limit:
+                self.ids = None
+
+
 class KeptGraph(Chunks):
     """The neighbour graph ``dups`` keeps between runs, in ``<collection>_poolvec_graph``, valid while no row has been
     written since it was read: every write of rows replaces the collection's writes token before and after itself
-    (:meth:`touch`), and the graph records the token it was read at."""
+    (:meth:`touch`), and the graph records the token it was read at. A writer that follows its writes
+    (:meth:`following`) learns which rows it wrote, so that it can bring the graph up to date itself."""
+
+    _written: Written | None = None
 
     @property
     def graph_collection(self) -> str:
@@ -350,9 +379,35 @@ class KeptGraph(Chunks):
         """The current writes token ("" before the first write that set one)."""
         return self.properties().get(PROP_WRITES, "")
 
-    def touch(self) -> None:
-        """Mark the rows as changed: any kept graph, and any graph being read now, is stale."""
-        self.set_property(PROP_WRITES, secrets.token_hex(8))
+    @property
+    def is_following(self) -> bool:
+        """Whether a :meth:`following` block is open."""
+        return self._written is not None
+
+    @contextmanager
+    def following(self, limit: int) -> Iterator[Written]:
+        """Record the ids this store writes inside the block (up to ``limit`` of them) and whether another writer
+        wrote meanwhile. Nested blocks share the outer record."""
+        if self._written is not None:
+            yield self._written
+            return
+        self._written = Written(self.writes_token() if self.exists() else "", limit)
+        try:
+            yield self._written
+        finally:
+            self._written = None
+
+    def touch(self, ids: Iterable[int] = ()) -> None:
+        """Mark the rows as changed (``ids``: those about to be written): any kept graph, and any graph being read
+        now, is stale. While following, a token this store did not set means another writer wrote."""
+        written = self._written
+        if written is not None:
+            written.alone = written.alone and self.writes_token() == written.token
+            written.note(ids)
+        token = secrets.token_hex(8)
+        self.set_property(PROP_WRITES, token)
+        if written is not None:
+            written.token = token
 
     def keep_graph(self, payload: bytes, meta: dict[str, Any], token: str) -> bool:
         """Keep ``payload`` (with ``meta``) as the graph of the rows as they were at writes token ``token``; a graph
@@ -368,12 +423,19 @@ class KeptGraph(Chunks):
         self._drop_chunks(self.graph_collection, {digest} if kept else self._graph_digests())
         return kept
 
-    def kept_graph(self) -> tuple[dict[str, Any], bytes] | None:
-        """The kept graph's ``(meta, payload)``, or None when there is none, rows were written since it was read, or
-        its chunks are missing or altered."""
+    def kept_meta(self, token: str | None = None) -> dict[str, Any] | None:
+        """What the kept graph says of itself (``k``, ``rows``, …) when it is valid at writes token ``token`` (default:
+        the current one), else None."""
         props = self.properties()
         meta = json.loads(props.get(PROP_GRAPH) or "null")
-        if not isinstance(meta, dict) or meta.get("writes") != props.get(PROP_WRITES, ""):
+        at = props.get(PROP_WRITES, "") if token is None else token
+        return meta if isinstance(meta, dict) and meta.get("writes") == at else None
+
+    def kept_graph(self, token: str | None = None) -> tuple[dict[str, Any], bytes] | None:
+        """The kept graph's ``(meta, payload)``, or None when there is none, rows were written since it was read (or
+        since writes token ``token``, when given), or its chunks are missing or altered."""
+        meta = self.kept_meta(token)
+        if meta is None:
             return None
         text = self._get_chunks(self.graph_collection, str(meta["digest"]), int(meta["length"]))
         return None if text is None else (meta, base64.b64decode(text))

@@ -124,7 +124,7 @@ class MilvusStore(Blobs, Stage, DecisionRows, KeptGraph):
         """Insert or overwrite rows by primary key (file names as Python holds them; stored in :mod:`.names`' form).
         The writes token changes before and after (:meth:`~.side.KeptGraph.touch`): a kept graph goes stale."""
         if rows:
-            self.touch()
+            self.touch(int(r["id"]) for r in rows)
             self._call(self.client.upsert, self.collection, [_to_stored(r) for r in rows])
             self.touch()
 
@@ -138,7 +138,7 @@ class MilvusStore(Blobs, Stage, DecisionRows, KeptGraph):
     def delete(self, ids: list[int]) -> None:
         """Delete rows by primary key (the writes token changes before and after, as :meth:`upsert`)."""
         if ids:
-            self.touch()
+            self.touch(ids)
             self._call(self.client.delete, self.collection, ids=ids)
             self.touch()
 
@@ -188,16 +188,21 @@ class MilvusStore(Blobs, Stage, DecisionRows, KeptGraph):
         return int(rows[0]["count(*)"]) if rows else 0
 
     def search(
-        self, vectors: list[list[float]], k: int, index: VectorIndex, filter: str = ""
+        self,
+        vectors: list[list[float]],
+        k: int,
+        index: VectorIndex,
+        filter: str = "",
+        fields: tuple[str, ...] = META_FIELDS,
     ) -> list[list[dict[str, Any]]]:
-        """Top-``k`` rows per query vector: dicts with ``id``, ``distance`` and the metadata fields."""
+        """Top-``k`` rows per query vector: dicts with ``id``, ``distance`` and ``fields`` (default: the metadata)."""
         res = self._call(
             self.client.search,
             self.collection,
             data=vectors,
             limit=k,
             filter=filter,
-            output_fields=list(META_FIELDS),
+            output_fields=list(fields),
             search_params=index.search_params(k),
             **SEARCH_CONSISTENCY,
         )

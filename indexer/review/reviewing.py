@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from poolvec.indexer.dups.current import keeps_graph_current
 from poolvec.indexer.errors import IndexerError
 from poolvec.indexer.milvus.schema import path_id
 from poolvec.indexer.review import decisions as stored
@@ -108,6 +109,7 @@ class Reviewing:
         return choice
 
     # -- resolutions -------------------------------------------------------------------------------------------------
+    @keeps_graph_current()
     def resolve(
         self,
         groups: Sequence[DuplicateGroup] | Sequence[Planned],
@@ -183,6 +185,7 @@ class Reviewing:
                 choice = next(choices)
                 yield Planned(choice.keep, choice.others, choice.reason)
 
+    @keeps_graph_current()
     def undo(self, progress: Progress | None = None) -> UndoReport:
         """Reverse the last resolution that was not undone yet (files back in place, index rows restored)."""
         folder = journals(self.store)

@@ -101,21 +101,26 @@ def index(
 def _index_folders(
     idx: ImageIndex, folders: list[Path], recursive: bool, prune: bool, shard: Shard | None, quiet: bool, engine: Any
 ) -> IndexReport:
+    from poolvec.indexer.dups import current
+    from poolvec.indexer.dups.current import kept_current
     from poolvec.indexer.ops.sync import IndexReport
 
     total = IndexReport()
+    labels = {"read": ("reading the index for dups", "rows"), "neighbours": ("finding neighbours for dups", "rows")}
     with Bars(quiet) as bars:
-        for folder in folders:
-            report = idx.add_folder(
-                folder,
-                recursive=recursive,
-                prune=prune,
-                shard=shard,
-                progress=lambda done, n, _path: bars.show("index", "indexing", "files", done, n),
-                on_tune=lambda done, n: bars.show("tune", f"tuning on {n} photos", "photos", done, n),
-                engine=engine or "local",
-            )
-            total.merge(report)
+        shown = lambda stage, done, n: bars.show(stage, *labels[stage], done, n)  # noqa: E731
+        with kept_current(idx.store, current.BUILD_FROM, shown):  # the folders' rows at once, then their graph
+            for folder in folders:
+                report = idx.add_folder(
+                    folder,
+                    recursive=recursive,
+                    prune=prune,
+                    shard=shard,
+                    progress=lambda done, n, _path: bars.show("index", "indexing", "files", done, n),
+                    on_tune=lambda done, n: bars.show("tune", f"tuning on {n} photos", "photos", done, n),
+                    engine=engine or "local",
+                )
+                total.merge(report)
     return total
 
 
