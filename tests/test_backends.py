@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from poolvec.indexer import BackendError, ImageIndex, IndexerError, VectorIndex
 from poolvec.indexer.cli.app import app
+from poolvec.indexer.milvus import filters
+from poolvec.indexer.milvus import store as store_module
 from poolvec.indexer.milvus.store import MilvusStore
 from poolvec.indexer.milvus.vector_index import LITE_KINDS
 
@@ -192,3 +194,20 @@ def test_copy_moves_an_index_to_another_backend_and_finishes_after_an_interrupti
     ]
     refused = CliRunner().invoke(app, ["copy", "--db", lite, "--to", db, "--to-collection", "moved"])
     assert refused.exit_code != 0 and "already has a collection 'moved'" in refused.output
+
+
+def test_a_filtered_scan_reads_each_matching_row_once_in_pages(db, photos, extractor, monkeypatch):
+    sub = photos / "sub"
+    sub.mkdir()
+    for name in sorted(p.name for p in photos.glob("*.jpg"))[:5]:
+        (photos / name).rename(sub / name)
+    index = ImageIndex(db, extractor=extractor, tuning=False)
+    index.add_folder(photos)
+    monkeypatch.setattr(store_module, "ID_SLICE", 2)  # the matching ids asked for in six primary-key slices
+    expr = filters.build(under_folder=sub)
+    pages = list(index.store.scan(expr, ("path", "vector"), page=2))
+    got = [r["path"] for page in pages for r in page]
+    assert len(pages) >= 3 and all(len(page) <= 2 for page in pages)
+    assert sorted(got) == sorted(str(p) for p in sub.iterdir())  # each once
+    assert all(len(r["vector"]) == index.recipe.dim for page in pages for r in page)
+    assert len(index.store.query(expr, ("path",))) == 5
