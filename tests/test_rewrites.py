@@ -176,3 +176,20 @@ def test_prune_killed_mid_way_is_finished_by_the_next_prune(tmp_path, photos):
     summary = json.loads(res.stdout)
     assert summary["count"] == 8 and summary["removed"] == 2 and summary["unchanged"] == 8
     assert sorted(os.path.basename(p) for p in rows(db)) == sorted(p.name for p in photos.iterdir())
+
+
+def test_a_folder_left_by_a_kill_while_lite_creates_a_collection_does_not_block_it(built, extractor):
+    """A kill -9 while Milvus Lite creates a collection can leave its folder, which Lite does not know and then refuses
+    to create again ("File exists": CI saw ``dba`` resumed after a kill while it staged fail so)."""
+    db, _, photos = built
+    for name in ("images_poolvec_stage", "images_poolvec_graph", "other"):
+        (db / "collections" / name).mkdir()
+        (db / "collections" / name / "leftover").write_text("half made")
+    res = runner.invoke(app, ["dba", "-n", "3", "--alpha", "3", "--db", str(db), "-q"])
+    assert res.exit_code == 0, res.output  # staged in a new images_poolvec_stage
+    index = ImageIndex(db)
+    assert index.info()["dba"] == {"n": 3, "alpha": 3.0}
+    index.find_duplicates(verify=False)
+    assert index.store.kept_meta() is not None  # kept in a new images_poolvec_graph
+    other = ImageIndex(db, collection="other", extractor=extractor, tuning=False)
+    assert other.add_folder(photos).added == 11 and len(other) == 11

@@ -56,10 +56,7 @@ class Chunks(Client):
         schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field in every collection
         params = self.client.prepare_index_params()
         params.add_index(field_name="v", index_type="FLAT", metric_type="IP")
-        with quiet("grpc._server"):
-            self._call(
-                self.client.create_collection, name, schema=schema, index_params=params, consistency_level="Strong"
-            )
+        self._create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
 
     def _put_chunks(self, name: str, text: str, seq_bits: int = 12) -> str:
         """Store ``text`` in ``name`` (made if missing) and return its sha256; writing it twice stores it once. A row's
@@ -208,14 +205,7 @@ class Stage(Client):
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         params = self.client.prepare_index_params()
         params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
-        with quiet("grpc._server"):
-            self._call(
-                self.client.create_collection,
-                self.stage_collection,
-                schema=schema,
-                index_params=params,
-                consistency_level="Strong",
-            )
+        self._create_collection(self.stage_collection, schema=schema, index_params=params, consistency_level="Strong")
 
     def stage_put(self, vectors: dict[int, Any]) -> None:
         """Stage new vectors by row id (writing one twice keeps the last)."""
@@ -281,14 +271,9 @@ class DecisionRows(Client):
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
         params = self.client.prepare_index_params()
         params.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
-        with quiet("grpc._server"):
-            self._call(
-                self.client.create_collection,
-                self.decisions_collection,
-                schema=schema,
-                index_params=params,
-                consistency_level="Strong",
-            )
+        self._create_collection(
+            self.decisions_collection, schema=schema, index_params=params, consistency_level="Strong"
+        )
 
     def decisions_put(self, rows: list[tuple[str, str, str, int]]) -> None:
         """Store ``(kind, a, b, at)`` rows (one already there is overwritten) and make them durable."""

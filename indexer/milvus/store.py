@@ -64,15 +64,13 @@ class MilvusStore(Blobs, Stage, DecisionRows, KeptGraph):
             PROP_INDEX: json.dumps(index.spec()),
         }
         try:
-            with quiet("grpc._server"):  # Milvus Lite lacks an RPC pymilvus polls while loading; grpc logs it
-                self._call(
-                    self.client.create_collection,
-                    self.collection,
-                    schema=schema,
-                    index_params=params,
-                    properties=properties,
-                    consistency_level="Strong",
-                )
+            self._create_collection(
+                self.collection,
+                schema=schema,
+                index_params=params,
+                properties=properties,
+                consistency_level="Strong",
+            )
         except BackendError:
             # pymilvus creates the collection, then its index: a refused index must not leave a half-made one.
             with suppress(BackendError):
