@@ -120,12 +120,16 @@ def chunk(
             vecs[c], shas[c] = vecs[o], shas[o]
         else:
             cos = rng.uniform(0.9, 0.99)
-            noise = rng.standard_normal(shape.dim)
-            noise -= noise @ vecs[o] * vecs[o]
-            noise /= np.linalg.norm(noise)
-            vecs[c] = cos * vecs[o] + np.sqrt(1 - cos**2) * noise
+            vecs[c] = near_copy(vecs[o], cos, rng.standard_normal(shape.dim))
         planted.append((start + o, start + int(c)))
     return vecs.astype(np.float32), shas, planted
+
+
+def near_copy(v: np.ndarray, cos: float, noise: np.ndarray) -> np.ndarray:
+    """The unit vector at cosine ``cos`` from unit vector ``v``, towards ``noise``'s part orthogonal to it."""
+    noise = noise - noise @ v * v
+    noise /= np.linalg.norm(noise)
+    return cos * v + np.sqrt(1 - cos**2) * noise
 
 
 def path_of(i: int) -> str:
@@ -264,9 +268,7 @@ def measure_repair(args: argparse.Namespace, shape: Shape, uri: str, out: dict) 
     for n, original in enumerate(originals):
         v = np.asarray(vectors[path_id(original)]["vector"], dtype=np.float64)
         noise = rng.standard_normal(len(v))
-        noise -= noise @ v * v
-        cos = rng.uniform(0.9, 0.99)
-        copy = cos * v + np.sqrt(1 - cos**2) * noise / np.linalg.norm(noise)
+        copy = near_copy(v, rng.uniform(0.9, 0.99), noise)
         name = f"/synthetic/new/{n:07d}.jpg"
         rows.append(make_row(name, "/synthetic", copy.astype(np.float32), {**info, "sha256": f"{n:064x}"}))
         pairs.append((original, name))

@@ -97,10 +97,10 @@ def _repair(store: MilvusStore, written: Written) -> bool:
     graph, k = found
     assert written.ids is not None
     index = store.read_config()[2]
-    deeper = {"ef": EF} if index.kind.startswith("HNSW") else {"nprobe": NPROBE} if index.kind.startswith("IVF") else {}
-    index = replace(index, search={**(index.search or {}), **deeper})
     if index.metric == "L2":  # scores are inner products; Milvus gives squared distances here: searched anew
         return False
+    deeper = {"ef": EF} if index.kind.startswith("HNSW") else {"nprobe": NPROBE} if index.kind.startswith("IVF") else {}
+    index = replace(index, search={**(index.search or {}), **deeper})
 
     def fetch(ids: list[int]) -> Rows:
         pages = (
@@ -115,9 +115,8 @@ def _repair(store: MilvusStore, written: Written) -> bool:
         for s in range(0, len(vectors), BATCH):
             batch = vectors[s : s + BATCH].astype(np.float32).tolist()
             for i, hits in enumerate(store.search(batch, depth, index, fields=()), start=s):
-                got = [float(h["distance"]) for h in hits][:depth]
-                scores[i, : len(got)] = got
-                ids[i, : len(got)] = [int(h["id"]) for h in hits][:depth]
+                scores[i, : len(hits)] = [h["distance"] for h in hits]
+                ids[i, : len(hits)] = [h["id"] for h in hits]
         return scores, ids
 
     graph = kept.repaired(graph, k, written.ids, fetch, search, DEPTH * k, budget=written.limit)

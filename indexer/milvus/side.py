@@ -332,12 +332,9 @@ class Written:
 
     start: str
     limit: int
-    token: str = ""
+    token: str
     ids: set[int] | None = field(default_factory=set)
     alone: bool = True
-
-    def __post_init__(self) -> None:
-        self.token = self.token or self.start
 
     def note(self, ids: Iterable[int]) -> None:
         """Record ids about to be written."""
@@ -376,7 +373,8 @@ class KeptGraph(Chunks):
         if self._written is not None:
             yield self._written
             return
-        self._written = Written(self.writes_token() if self.exists() else "", limit)
+        start = self.writes_token() if self.exists() else ""
+        self._written = Written(start, limit, token=start)
         try:
             yield self._written
         finally:
