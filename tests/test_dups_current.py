@@ -6,6 +6,10 @@ the repaired graph and finding what a new search finds; another writer, or too m
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from backend_cases import BACKENDS, backend_uri, milvus_server  # noqa: F401  (m
 from test_dups_kept import alike, dups
 from typer.testing import CliRunner
 
+from poolvec.extractor import Extractor
 from poolvec.indexer import ImageIndex
 from poolvec.indexer.cli.app import app
 from poolvec.indexer.dups import current
@@ -205,3 +210,47 @@ def test_poolvec_index_of_folders_keeps_their_graph(photos, tmp_path, monkeypatc
     assert index.store.kept_meta()["rows"] == 12  # both folders' rows, searched once at the end
     groups, stages = dups(index)
     assert stages == set() and groups[0][1] == [str(photos / "flower.jpg"), str(photos / "more" / "flower_copy.jpg")]
+
+
+KILLED_WHILE_REPAIRING = textwrap.dedent(
+    """
+    import os
+    import signal
+    import sys
+    from poolvec.indexer import ImageIndex
+    from poolvec.indexer.milvus.side import KeptGraph, PROP_GRAPH
+    from poolvec.extractor import Extractor
+    index = ImageIndex(sys.argv[1], extractor=Extractor(max_side=96), tuning=False)
+    index.add_folder(sys.argv[2])
+    index.find_duplicates(verify=False)  # keeps the graph
+    real = KeptGraph.set_property
+    def set_property(self, key, value):
+        if key == PROP_GRAPH:  # the repaired graph's chunks written, its pointer not yet
+            print("killing", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(self, key, value)
+    KeptGraph.set_property = set_property
+    index.remove([sys.argv[3]])
+    """
+)
+
+
+def test_kill_9_while_a_writer_repairs_the_graph_leaves_it_stale_and_the_rows_right(tmp_path, photos):
+    shutil.copy(photos / "flower.jpg", photos / "flower_copy.jpg")
+    db = str(tmp_path / "killed.db")
+    copy = str(photos / "flower_copy.jpg")
+    run = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_REPAIRING, db, str(photos), copy], capture_output=True, text=True
+    )
+    assert run.returncode == -signal.SIGKILL and "killing" in run.stdout, run.stderr
+    index = ImageIndex(db)
+    assert index.store.kept_meta() is None  # the row was deleted, the graph not repointed: stale
+    assert len(index) == 11 and copy not in {r["path"] for r in index.store.query("id >= 0", ("path",))}
+    groups, stages = dups(index)
+    assert stages == {"read", "neighbours"} and alike(groups, fresh(index, photos))
+    assert copy not in {p for _, paths, _ in groups for p in paths}
+    clean = ImageIndex(str(tmp_path / "clean.db"), extractor=Extractor(max_side=96), tuning=False)
+    (photos / "flower_copy.jpg").unlink()
+    clean.add_folder(photos)
+    assert alike(dups(clean)[0], groups)  # as an index that never had the copy
+    assert dups(index) == (groups, set())  # and kept again
